@@ -1,0 +1,121 @@
+"""Training patches from HDF5 and whole evaluation images, as float tensors in [0, 1]."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from utils import ImageError, degrade, list_images, load_image, modcrop, upscale_bicubic, y_channel
+
+
+def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
+    """Open an HDF5 file made by preprocess.py, with a clear error when it is not one."""
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except OSError as err:
+        raise ValueError(f"{path}: not an HDF5 file ({err})") from None
+    missing = [name for name in required if name not in f]
+    if missing:
+        f.close()
+        raise ValueError(f"{path}: no {' or '.join(missing)} in this HDF5 file; make it with preprocess.py")
+    return f
+
+
+class PatchDataset(Dataset):
+    """(lr, hr) Y patches from a preprocess.py file, each 1 x P x P in [0, 1].
+
+    The file is opened lazily in each DataLoader worker (an h5py handle must not cross a fork), and
+    patches are read one at a time, so no worker holds the file in memory. `augment` applies one of
+    the 8 flips/90-degree rotations at random, the same to lr and hr.
+    """
+
+    def __init__(self, path: str | Path, augment: bool = False) -> None:
+        self.path, self.augment, self.file = str(path), augment, None
+        with open_h5(path, ("lr", "hr")) as f:
+            if f["lr"].shape != f["hr"].shape:
+                raise ValueError(f"{path}: lr {f['lr'].shape} and hr {f['hr'].shape} patches differ in shape")
+            self.length = len(f["lr"])
+            self.attrs = dict(f.attrs)
+        if self.length == 0:
+            raise ValueError(f"{path}: holds no patches")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.file is None:
+            self.file = h5py.File(self.path, "r")
+        lr = torch.from_numpy(self.file["lr"][index]).float().div_(255).unsqueeze(0)
+        hr = torch.from_numpy(self.file["hr"][index]).float().div_(255).unsqueeze(0)
+        if self.augment:  # torch's RNG, so DataLoader seeding makes it reproducible
+            k, flip = torch.randint(4, ()).item(), torch.randint(2, ()).item()
+            lr, hr = torch.rot90(lr, k, (1, 2)), torch.rot90(hr, k, (1, 2))
+            if flip:
+                lr, hr = lr.flip(-1), hr.flip(-1)
+        return lr, hr
+
+
+def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, hr, lr) uint8 images from a folder.
+
+    A benchmark folder (`*_HR.png` beside `*_LR.png`, as Set5/Set14 ship) gives its own MATLAB-made LR;
+    any other image is taken as HR, modcropped and degraded as preprocess.py does.
+    """
+    files = list_images(folder)
+    if not files:
+        raise ValueError(f"{folder}: no images found")
+    by_name = {p.name: p for p in files}
+    for path in files:
+        stem = path.stem
+        if stem.endswith("_LR"):
+            continue
+        if stem.endswith("_HR"):
+            lr_path = next((by_name[n] for n in (stem[:-3] + "_LR" + path.suffix, stem[:-3] + "_LR.png") if n in by_name), None)
+            if lr_path is None:
+                raise ValueError(f"{path}: no matching _LR image")
+            hr, lr = load_image(path), load_image(lr_path)
+            if (hr.shape[0] != lr.shape[0] * scale or hr.shape[1] != lr.shape[1] * scale
+                    or hr.shape[2:] != lr.shape[2:]):
+                raise ValueError(f"{path}: HR {hr.shape[1]}x{hr.shape[0]} is not {scale}x its LR "
+                                 f"{lr.shape[1]}x{lr.shape[0]}; wrong --scale?")
+            yield stem[:-3], hr, lr
+        else:
+            hr = modcrop(load_image(path), scale)
+            if min(hr.shape[:2]) < 2 * scale:
+                raise ImageError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small for scale {scale}")
+            yield stem, hr, degrade(hr, scale, blur_sigma)[0]
+
+
+class EvalDataset(Dataset):
+    """Whole evaluation images: (name, bicubic Y, HR Y), the Y images as 1 x H x W tensors in [0, 1].
+
+    `source` is a preprocess.py `--eval` HDF5 file, or a folder read by `benchmark_pairs`. Images
+    differ in size, so iterate it directly (or use batch_size=1).
+    """
+
+    def __init__(self, source: str | Path, scale: int, blur_sigma: float = 0.0) -> None:
+        self.items: list[tuple[str, np.ndarray, np.ndarray]] = []
+        if Path(source).is_dir():
+            for name, hr, lr in benchmark_pairs(source, scale, blur_sigma):
+                self.items.append((name, y_channel(upscale_bicubic(lr, scale)), y_channel(hr)))
+        else:
+            with open_h5(source, ("bicubic", "hr")) as f:
+                if f.attrs.get("scale", scale) != scale:
+                    raise ValueError(f"{source}: made for scale {f.attrs['scale']}, not {scale}")
+                for key in sorted(f["hr"], key=int):
+                    name = f["hr"][key].attrs.get("name", key)
+                    self.items.append((str(name), f["bicubic"][key][()], f["hr"][key][()]))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor]:
+        name, bicubic, hr = self.items[index]
+        as_tensor = lambda y: torch.from_numpy(np.asarray(y, dtype=np.float32) / 255).unsqueeze(0)
+        return name, as_tensor(bicubic), as_tensor(hr)

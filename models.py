@@ -1,0 +1,111 @@
+"""SRCNN (Dong, Loy, He, Tang, TPAMI 2015): patch extraction, non-linear mapping, reconstruction.
+
+    F1(Y) = max(0, W1 * Y + B1)     W1: n1 filters of f1 x f1 x c
+    F2(Y) = max(0, W2 * F1(Y) + B2) W2: n2 filters of f2 x f2 x n1
+    F(Y)  = W3 * F2(Y) + B3         W3: c filters of f3 x f3 x n2
+
+The input Y is the bicubic-upscaled image; the output has the same size with padding="same" and is
+smaller by `border` pixels on each side with padding="valid" (the paper's setting).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# f1-f2-f3 of the paper's Table 1 / Fig. 8; n1=64, n2=32 throughout.
+ARCHS = {"9-1-5": (9, 1, 5), "9-3-5": (9, 3, 5), "9-5-5": (9, 5, 5)}
+
+
+class SRCNN(nn.Module):
+    def __init__(self, f1: int = 9, f2: int = 5, f3: int = 5, n1: int = 64, n2: int = 32,
+                 channels: int = 1, padding: str = "same", paper_init: bool = False) -> None:
+        super().__init__()
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', not {padding!r}")
+        self.padding = padding
+        pad = (lambda f: f // 2) if padding == "same" else (lambda f: 0)
+        self.conv1 = nn.Conv2d(channels, n1, f1, padding=pad(f1))
+        self.conv2 = nn.Conv2d(n1, n2, f2, padding=pad(f2))
+        self.conv3 = nn.Conv2d(n2, channels, f3, padding=pad(f3))
+        self.relu = nn.ReLU(inplace=True)
+        # Pixels lost on each side with valid padding: the receptive-field radius.
+        self.border = 0 if padding == "same" else (f1 - 1) // 2 + (f2 - 1) // 2 + (f3 - 1) // 2
+        if paper_init:  # Section 4: weights from N(0, 0.001^2), biases 0
+            for conv in (self.conv1, self.conv2, self.conv3):
+                nn.init.normal_(conv.weight, std=1e-3)
+                nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv1(x))
+        x = self.relu(self.conv2(x))
+        return self.conv3(x)
+
+    def super_resolve(self, bicubic: torch.Tensor) -> torch.Tensor:
+        """Output the size of the input for either padding: valid convolutions get a replicated border."""
+        if self.border:
+            bicubic = nn.functional.pad(bicubic, [self.border] * 4, mode="replicate")
+        return self(bicubic)
+
+    def config(self) -> dict:
+        """Everything needed to rebuild this network, stored beside its weights."""
+        return {"f1": self.conv1.kernel_size[0], "f2": self.conv2.kernel_size[0], "f3": self.conv3.kernel_size[0],
+                "n1": self.conv1.out_channels, "n2": self.conv2.out_channels,
+                "channels": self.conv1.in_channels, "padding": self.padding}
+
+
+def build_model(arch: str = "9-5-5", channels: int = 1, padding: str = "same", paper_init: bool = False) -> SRCNN:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
+    f1, f2, f3 = ARCHS[arch]
+    return SRCNN(f1, f2, f3, channels=channels, padding=padding, paper_init=paper_init)
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be loaded; the message names the file and the problem."""
+
+
+def _state_dict_of(obj: object, path: Path) -> tuple[dict, dict]:
+    """Find the state dict (and this project's metadata, if any) in the layouts people publish."""
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # this project
+        return obj["model"], obj.get("meta", {})
+    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):  # common training scripts
+        return obj["model_state_dict"], {}
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}  # a plain state_dict
+    raise WeightsError(f"{path}: no SRCNN state dict found (expected conv1/conv2/conv3 weights)")
+
+
+def load_model(path: str | Path, padding: str | None = None) -> tuple[SRCNN, dict]:
+    """Load SRCNN weights, building the network from the shapes it finds.
+
+    Reads this project's files ({"model", "meta"}), {"model_state_dict": ...} checkpoints and plain
+    conv1/conv2/conv3 state dicts (e.g. yjn870/SRCNN-pytorch; "module." prefixes from DataParallel
+    are dropped). `padding` overrides the stored padding ("same" when a file does not say).
+    Returns (model in eval mode, metadata dict).
+    """
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary code
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such weights file") from None
+    except Exception as err:  # torch raises many types for corrupt or unsafe files
+        raise WeightsError(f"{path}: not a loadable weights file ({str(err).splitlines()[0]})") from None
+    state, meta = _state_dict_of(obj, path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    names = [f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")]
+    missing = [n for n in names if n not in state]
+    if missing or any(state[n].dim() != (4 if n.endswith("weight") else 1) for n in names):
+        raise WeightsError(f"{path}: not SRCNN weights (missing or malformed: {', '.join(missing) or 'tensor ranks'})")
+    w1, w2, w3 = state["conv1.weight"], state["conv2.weight"], state["conv3.weight"]
+    if w2.shape[1] != w1.shape[0] or w3.shape[1] != w2.shape[0] or w3.shape[0] != w1.shape[1]:
+        raise WeightsError(f"{path}: layer shapes do not chain: conv1 {tuple(w1.shape)}, "
+                           f"conv2 {tuple(w2.shape)}, conv3 {tuple(w3.shape)}")
+    model = SRCNN(f1=w1.shape[-1], f2=w2.shape[-1], f3=w3.shape[-1], n1=w1.shape[0], n2=w2.shape[0],
+                  channels=w1.shape[1], padding=padding or meta.get("padding", "same"))
+    try:
+        model.load_state_dict({n: state[n] for n in names})
+    except RuntimeError as err:
+        raise WeightsError(f"{path}: weights do not fit SRCNN ({str(err).splitlines()[-1].strip()})") from None
+    return model.eval(), meta

@@ -1,0 +1,169 @@
+"""Cut a folder of images (or a Holopix50k split) into an HDF5 file of LR/HR Y patches for train.py.
+
+Each image is modcropped, optionally Gaussian-blurred, MATLAB-bicubic downscaled by --scale and
+upscaled back (SRCNN's input is the bicubic image); both are converted to the Y channel of MATLAB's
+rgb2ycbcr and cut into --patch-size patches every --stride pixels.
+
+    python preprocess.py --images ../shared/data/T91 --scale 3 --preset paper
+    python preprocess.py --images ../shared/data/Set5/x3 --scale 3 --eval
+    python preprocess.py --holopix50k /data/Holopix50k --split train --preset holopix --max-images 5000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from datasets import benchmark_pairs
+from utils import ImageError, degrade, list_images, load_image, modcrop, upscale_bicubic, y_channel
+
+PRESETS = {  # patch size, stride, blur sigma
+    "paper": (33, 14, 0.0),  # SRCNN paper, Section 4.1 (T91, 33x33 sub-images, stride 14)
+    "holopix": (120, 78, 0.73),  # the reference setup on Holopix50k
+}
+
+
+def holopix_images(root: Path, split: str, views: list[str]) -> list[Path]:
+    """Images of a Holopix50k split: <root>/<split>/<view>/*.jpg."""
+    folders = [root / split / view for view in views]
+    absent = [str(f) for f in folders if not f.is_dir()]
+    if absent:
+        raise SystemExit(f"error: {', '.join(absent)}: not found; expected <root>/{{train,val,test}}/{{left,right}}/")
+    return sorted(p for folder in folders for p in folder.glob("*.jpg"))
+
+
+def cut_patches(image: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """All size x size windows whose top-left corner lies on the stride grid, as N x size x size."""
+    h, w = image.shape
+    corners = [(y, x) for y in range(0, h - size + 1, stride) for x in range(0, w - size + 1, stride)]
+    return np.stack([image[y:y + size, x:x + size] for y, x in corners]) if corners else np.empty((0, size, size), np.uint8)
+
+
+def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float) -> tuple[Path, object]:
+    """(path, (lr, hr) uint8 Y patches) for one image, or (path, reason) when it must be skipped."""
+    try:
+        hr = modcrop(load_image(path), scale)
+    except ImageError as err:
+        return path, str(err)
+    if min(hr.shape[:2]) < size:
+        return path, f"{path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the {size}x{size} patch size"
+    _, bicubic = degrade(hr, scale, blur_sigma)
+    lr_y, hr_y = (y_channel(im).astype(np.uint8) for im in (bicubic, hr))
+    return path, (cut_patches(lr_y, size, stride), cut_patches(hr_y, size, stride))
+
+
+def write_patches(out: h5py.File, results, size: int, root: Path, progress: tqdm) -> tuple[int, list[str]]:
+    """Append every image's patches to resizable datasets as they arrive; memory stays one image deep."""
+    lr_set, hr_set = (out.create_dataset(name, shape=(0, size, size), maxshape=(None, size, size), dtype=np.uint8,
+                                         chunks=(1, size, size)) for name in ("lr", "hr"))
+    sources, counts, skipped = [], [], []
+    for path, result in results:
+        progress.update()
+        if isinstance(result, str):
+            skipped.append(result)
+            tqdm.write(f"warning: {result}; skipped", file=sys.stderr)
+            continue
+        lr, hr = result
+        start = len(lr_set)
+        for dataset, patches in ((lr_set, lr), (hr_set, hr)):
+            dataset.resize(start + len(patches), axis=0)
+            dataset[start:] = patches
+        sources.append(str(path.relative_to(root)) if path.is_relative_to(root) else str(path))
+        counts.append(len(lr))
+        progress.set_postfix(patches=len(lr_set))
+    out.create_dataset("sources", data=np.array(sources, dtype=object), dtype=h5py.string_dtype())
+    out.create_dataset("source_patches", data=np.array(counts, dtype=np.int64))
+    return len(lr_set), skipped
+
+
+def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, progress: tqdm) -> tuple[int, list[str]]:
+    """Whole images for validation: groups bicubic/<i> and hr/<i> of uint8 Y, each with its name."""
+    count = 0
+    for name, hr, lr in benchmark_pairs(folder, scale, blur_sigma):
+        progress.update()
+        for group, image in (("bicubic", upscale_bicubic(lr, scale)), ("hr", hr)):
+            out.create_dataset(f"{group}/{count}", data=y_channel(image).astype(np.uint8)).attrs["name"] = name
+        count += 1
+    return count, []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="folder of images (searched recursively)")
+    source.add_argument("--holopix50k", type=Path, metavar="ROOT", help="Holopix50k root folder")
+    parser.add_argument("--split", choices=["train", "val", "test"], default="train", help="Holopix50k split")
+    parser.add_argument("--views", nargs="+", choices=["left", "right"], default=["left", "right"])
+    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                        help="patch size, stride and blur: paper = 33/14/none, holopix = 120/78/0.73")
+    parser.add_argument("--patch-size", type=int, help="overrides the preset")
+    parser.add_argument("--stride", type=int, help="overrides the preset")
+    parser.add_argument("--blur-sigma", type=float, help="Gaussian blur before downscaling (0 = none); overrides the preset")
+    parser.add_argument("--max-images", type=int, help="use only the first N images (sorted by path)")
+    parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
+    parser.add_argument("--output", type=Path, help="default: output/<source>_x<scale>[_eval].h5")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes cutting images")
+    args = parser.parse_args()
+
+    size, stride, blur_sigma = PRESETS[args.preset]
+    size, stride = args.patch_size or size, args.stride or stride
+    blur_sigma = blur_sigma if args.blur_sigma is None else args.blur_sigma
+    if size < 1 or stride < 1 or blur_sigma < 0 or args.workers < 1:
+        parser.error("--patch-size, --stride and --workers must be positive, --blur-sigma not negative")
+    if args.eval and args.holopix50k:
+        parser.error("--eval reads a folder of images (--images)")
+    root = args.images or args.holopix50k
+    if args.images and not args.images.is_dir():
+        parser.error(f"--images {args.images}: not a folder")
+    paths = list_images(root) if args.images else holopix_images(root, args.split, args.views)
+    paths = paths[: args.max_images]
+    if not paths:
+        parser.error(f"{root}: no images found (png, jpg, bmp, tif)")
+
+    # Set5/x3 -> Set5: a benchmark folder is named after its set, not its scale
+    name = (root.parent.name if root.name == f"x{args.scale}" else root.name) if args.images else f"holopix50k_{args.split}"
+    output = args.output or Path("output") / f"{name}_x{args.scale}{'_eval' if args.eval else ''}.h5"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = output.with_name(output.name + ".partial")  # renamed only once complete
+    total = sum(not p.stem.endswith("_LR") for p in paths) if args.eval else len(paths)  # an LR file is no image of its own
+    progress = tqdm(total=total, desc=f"preprocess x{args.scale}", unit="img")
+    try:
+        with h5py.File(partial_path, "w") as out:
+            out.attrs.update(scale=args.scale, blur_sigma=blur_sigma, mode="eval" if args.eval else "patches",
+                             channel="Y (MATLAB rgb2ycbcr, uint8)", source=str(root), arguments=json.dumps(
+                                 {k: str(v) for k, v in vars(args).items()}))
+            if args.eval:
+                count, skipped = write_eval(out, root, args.scale, blur_sigma, progress)
+            else:
+                out.attrs.update(patch_size=size, stride=stride, preset=args.preset)
+                work = partial(patches_of, scale=args.scale, size=size, stride=stride, blur_sigma=blur_sigma)
+                if args.workers == 1:
+                    count, skipped = write_patches(out, map(work, paths), size, root, progress)
+                else:
+                    with multiprocessing.Pool(args.workers) as pool:
+                        count, skipped = write_patches(out, pool.imap(work, paths), size, root, progress)
+        progress.close()
+        if count == 0:
+            raise SystemExit(f"error: no {'images' if args.eval else 'patches'} written: all {len(paths)} images were skipped")
+        partial_path.replace(output)
+    except (ImageError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    finally:
+        progress.close()
+        partial_path.unlink(missing_ok=True)
+    used = total - len(skipped)
+    print(f"wrote {output}: {count} {'images' if args.eval else f'{size}x{size} patches'} from {used} images"
+          f" ({len(skipped)} skipped), scale {args.scale}, blur sigma {blur_sigma}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Train SRCNN on a preprocess.py patch file, validating every epoch on whole images.
+
+    python train.py --train-file output/T91_x3.h5 --eval-file ../shared/data/Set5/x3 --scale 3
+    tensorboard --logdir runs
+
+Validation PSNR/SSIM follow the SR protocol (Y channel, output rounded to 8 bits, `scale` pixels
+shaved, range 255). The run folder holds TensorBoard logs, `last.pth` (everything --resume needs)
+and `best.pth` (the weights with the best validation PSNR, loadable by test.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensorboardX import SummaryWriter
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import losses
+from datasets import EvalDataset, PatchDataset
+from models import ARCHS, SRCNN, WeightsError, build_model, load_model
+from utils import ImageError, filter_grid, psnr, ssim, to_uint8
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-file", type=Path, required=True, help="HDF5 patches from preprocess.py")
+    parser.add_argument("--eval-file", type=Path, required=True,
+                        help="preprocess.py --eval HDF5, or a folder of HR images / HR-LR pairs (Set5/x3)")
+    parser.add_argument("--outputs-dir", type=Path, help="run folder (default: runs/srcnn_x<scale>)")
+    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
+    parser.add_argument("--arch", default="9-5-5", choices=sorted(ARCHS), help="f1-f2-f3 filter sizes")
+    parser.add_argument("--padding", default="same", choices=["same", "valid"],
+                        help="valid = the paper's (loss on the centre of each patch)")
+    parser.add_argument("--paper-init", action="store_true", help="weights ~ N(0, 0.001^2), zero biases")
+    parser.add_argument("--init", type=Path, help="start from these weights (e.g. x3 weights for an x2 run)")
+    parser.add_argument("--loss", default="mse", choices=["mse", "psnr", "ssim", "ms-ssim", "weighted"])
+    parser.add_argument("--loss-weights", type=float, nargs=3, default=[0.4, 0.5, 0.1], metavar=("MSE", "PSNR", "SSIM"),
+                        help="weights of --loss weighted")
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of conv1 and conv2")
+    parser.add_argument("--last-lr-ratio", type=float, default=0.1,
+                        help="conv3's learning rate relative to --lr (the paper: 1e-5 vs 1e-4)")
+    parser.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                        help="cosine: decay to 0 over --epochs")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--augment", action="store_true", help="random flips and 90-degree rotations")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=400)
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in all")
+    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--resume", action="store_true", help="continue from <outputs-dir>/last.pth")
+    parser.add_argument("--log-every", type=int, default=100, help="steps between training-metric logs")
+    parser.add_argument("--image-every", type=int, default=5, help="epochs between image and filter logs")
+    args = parser.parse_args(argv)
+    args.outputs_dir = args.outputs_dir or Path("runs") / f"srcnn_x{args.scale}"
+    for name in ("batch_size", "epochs", "log_every", "image_every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but PyTorch sees no CUDA device")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name if name != "auto" else "cpu")
+
+
+def make_optimizer(model: SRCNN, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """The paper's per-layer rates: conv1/conv2 at --lr, the reconstruction layer 10x lower."""
+    groups = [{"params": [*model.conv1.parameters(), *model.conv2.parameters()], "lr": args.lr},
+              {"params": model.conv3.parameters(), "lr": args.lr * args.last_lr_ratio}]
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=args.momentum)
+    return torch.optim.Adam(groups)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
+    if args.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / args.epochs)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+@torch.no_grad()
+def validate(model: SRCNN, dataset: EvalDataset, scale: int, device: torch.device) -> dict:
+    """Mean PSNR/SSIM/MS-SSIM on the SR protocol, and the first image's (bicubic, SR, HR) Y for logging."""
+    model.eval()
+    scores = {"psnr": [], "ssim": [], "ms_ssim": [], "bicubic_psnr": []}
+    first = None
+    for name, bicubic, hr in dataset:
+        sr = model.super_resolve(bicubic.unsqueeze(0).to(device)).clamp(0, 1).squeeze().cpu().numpy()
+        sr_y, hr_y, bicubic_y = to_uint8(sr * 255).astype(np.float64), hr.squeeze().numpy() * 255, bicubic.squeeze().numpy() * 255
+        scores["psnr"].append(psnr(hr_y, sr_y, scale))
+        scores["ssim"].append(ssim(hr_y, sr_y, scale))
+        scores["bicubic_psnr"].append(psnr(hr_y, bicubic_y, scale))
+        crop = lambda y: torch.from_numpy(y[scale:-scale, scale:-scale] / 255).float()[None, None]
+        if min(hr_y.shape) - 2 * scale >= 33:
+            scores["ms_ssim"].append(float(losses.ms_ssim(crop(sr_y), crop(hr_y))))
+        first = first or (bicubic_y, sr_y, hr_y)
+    model.train()
+    return {**{k: float(np.mean(v)) for k, v in scores.items() if v}, "strip": np.concatenate(first, axis=1)}
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save through a temporary file, so a crash never leaves a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = choose_device(args.device)
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
+
+    try:
+        train_set = PatchDataset(args.train_file, augment=args.augment)
+        eval_set = EvalDataset(args.eval_file, args.scale)
+    except (ValueError, ImageError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if train_set.attrs.get("scale", args.scale) != args.scale:
+        raise SystemExit(f"error: {args.train_file} was made for scale {train_set.attrs['scale']}, not --scale {args.scale}")
+    if args.loss == "ms-ssim":
+        losses.ms_ssim_window(int(train_set.attrs.get("patch_size", 33)))  # fails early if patches are too small
+
+    model = build_model(args.arch, padding=args.padding, paper_init=args.paper_init)
+    if args.init:
+        try:
+            model.load_state_dict(load_model(args.init)[0].state_dict())
+        except (WeightsError, RuntimeError) as err:
+            raise SystemExit(f"error: --init {args.init}: {str(err).splitlines()[0]}") from None
+    model = model.to(device)
+    optimizer = make_optimizer(model, args)
+    scheduler = make_scheduler(optimizer, args)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    criterion = losses.get_loss(args.loss, tuple(args.loss_weights))
+    meta = {**model.config(), "arch": args.arch, "scale": args.scale, "train_file": str(args.train_file)}
+
+    args.outputs_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = args.outputs_dir / "last.pth", args.outputs_dir / "best.pth"
+    start_epoch, step, best_psnr = 0, 0, -math.inf
+    if args.resume:
+        if not last_path.exists():
+            raise SystemExit(f"error: --resume: no {last_path}")
+        state = torch.load(last_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, step, best_psnr = state["epoch"], state["step"], state["best_psnr"]
+        torch.set_rng_state(state["rng"]["cpu"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        print(f"resumed from {last_path}: epoch {start_epoch}, step {step}, best PSNR {best_psnr:.2f} dB")
+
+    writer = SummaryWriter(str(args.outputs_dir))
+    writer.add_text("args", json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1), start_epoch)
+    # Each epoch's shuffle and augmentation come from seed + epoch, so a resumed run sees the same batches.
+    generator = torch.Generator()
+    border = model.border
+    model.train()
+    for epoch in range(start_epoch, args.epochs):
+        generator.manual_seed(args.seed + epoch)
+        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator, drop_last=True,
+                            num_workers=args.num_workers, pin_memory=device.type == "cuda")
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False)
+        for lr, hr in progress:
+            lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
+            if border:
+                hr = hr[..., border:-border, border:-border]
+            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                sr = model(lr)
+            loss = criterion(sr.float(), hr)
+            if not torch.isfinite(loss):
+                raise SystemExit(f"error: loss became {loss.item()} at step {step}; last good checkpoint: {last_path}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            if step % args.log_every == 0:
+                with torch.no_grad():
+                    sr = sr.float().clamp(0, 1)
+                    writer.add_scalar("train/loss", loss.item(), step)
+                    writer.add_scalar("train/psnr", losses.psnr(sr, hr).item(), step)
+                    writer.add_scalar("train/ssim", losses.ssim(sr, hr).item(), step)
+                    if min(hr.shape[-2:]) >= 33:
+                        writer.add_scalar("train/ms_ssim", losses.ms_ssim(sr, hr).item(), step)
+                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+                progress.set_postfix(loss=f"{loss.item():.5f}")
+            if args.max_steps and step >= args.max_steps:
+                break
+        scheduler.step()
+
+        scores = validate(model, eval_set, args.scale, device)
+        for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
+            if key in scores:
+                writer.add_scalar(f"val/{key}", scores[key], step)
+        if (epoch + 1) % args.image_every == 0 or epoch == start_epoch:
+            strip = to_uint8(scores["strip"])
+            writer.add_image("val/bicubic_srcnn_hr", strip[None], step, dataformats="CHW")
+            weights = model.conv1.weight.detach().cpu().numpy()[:, 0]
+            writer.add_image("filters/conv1", filter_grid(weights)[None], step, dataformats="CHW")
+        writer.flush()
+        improved = scores["psnr"] > best_psnr
+        best_psnr = max(best_psnr, scores["psnr"])
+        weights_only = {"model": model.state_dict(), "meta": {**meta, "epoch": epoch + 1, "step": step,
+                                                              "val_psnr": scores["psnr"], "val_ssim": scores["ssim"],
+                                                              "eval_file": str(args.eval_file)}}
+        if improved:
+            save_atomic(weights_only, best_path)
+        rng = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {})}
+        save_atomic({**weights_only, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "epoch": epoch + 1, "step": step, "best_psnr": best_psnr,
+                     "rng": rng, "args": {k: str(v) for k, v in vars(args).items()}}, last_path)
+        tqdm.write(f"epoch {epoch + 1}: step {step}, val PSNR {scores['psnr']:.2f} dB (bicubic {scores['bicubic_psnr']:.2f}),"
+                   f" SSIM {scores['ssim']:.4f}{' *' if improved else ''}", file=sys.stdout)
+        if args.max_steps and step >= args.max_steps:
+            break
+    writer.close()
+    print(f"best val PSNR {best_psnr:.2f} dB; weights in {best_path}")
+
+
+if __name__ == "__main__":
+    main()

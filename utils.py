@@ -1,0 +1,200 @@
+"""Image helpers for SR, written to match the MATLAB code that SR papers report numbers with.
+
+Every function here is pure (arrays in, arrays out) and has one job. Images are numpy arrays,
+H x W (grayscale / Y) or H x W x 3 (RGB / YCbCr), on the 0..255 scale unless a docstring says otherwise.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# MATLAB rgb2ycbcr (ITU-R BT.601, studio swing: Y in 16..235, Cb/Cr in 16..240), for RGB in 0..255.
+_YCBCR_FROM_RGB = np.array([[65.481, 128.553, 24.966],
+                            [-37.797, -74.203, 112.0],
+                            [112.0, -93.786, -18.214]]) / 255.0
+_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message names the file and the problem."""
+
+
+def load_image(path: str | Path, max_pixels: int = 200_000_000) -> np.ndarray:
+    """Read an image file as uint8: H x W for grayscale files, H x W x 3 RGB for everything else."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with Image.open(path) as img:
+            img.load()
+            gray = img.mode in ("1", "L", "I", "I;16", "F")
+            return np.asarray(img.convert("L" if gray else "RGB"))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{path}: not a readable image ({err})") from None
+
+
+def save_image(path: str | Path, image: np.ndarray) -> None:
+    """Write a uint8 (or 0..255 float, rounded) image, via a temporary name so no half-written file remains."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(to_uint8(image)).save(tmp, format=path.suffix.lstrip(".").upper().replace("JPG", "JPEG"))
+    tmp.replace(path)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All image files below a folder (recursive), sorted so runs are reproducible."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Round and clip to uint8, as MATLAB does when it casts a double image to uint8."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
+    """Crop the bottom/right so height and width are multiples of `scale`."""
+    h, w = image.shape[:2]
+    return image[: h - h % scale, : w - w % scale]
+
+
+def rgb2ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """MATLAB rgb2ycbcr for 0..255 RGB; returns float YCbCr (round with to_uint8 for MATLAB's uint8 result)."""
+    return rgb.astype(np.float64) @ _YCBCR_FROM_RGB.T + _YCBCR_OFFSET
+
+
+def ycbcr2rgb(ycbcr: np.ndarray) -> np.ndarray:
+    """Inverse of rgb2ycbcr (MATLAB ycbcr2rgb), float RGB on 0..255, not clipped."""
+    return (ycbcr.astype(np.float64) - _YCBCR_OFFSET) @ np.linalg.inv(_YCBCR_FROM_RGB).T
+
+
+def y_channel(image: np.ndarray) -> np.ndarray:
+    """The channel SR is evaluated on: MATLAB's uint8 Y for RGB, the raw intensity for grayscale."""
+    if image.ndim == 2:
+        return image.astype(np.float64)
+    return np.round(rgb2ycbcr(image)[..., 0])
+
+
+def _cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic kernel with a = -0.5, as in MATLAB's imresize."""
+    ax = np.abs(x)
+    ax2, ax3 = ax ** 2, ax ** 3
+    return ((1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
+            + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
+
+
+def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and source indices (out_len x taps) of MATLAB imresize along one axis."""
+    kernel_width = 4.0
+    if scale < 1:  # antialiasing: stretch the kernel so it low-passes before subsampling
+        kernel_width /= scale
+    x = np.arange(1, out_len + 1, dtype=np.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)  # output pixel centre in input coordinates (1-based)
+    left = np.floor(u - kernel_width / 2)
+    taps = int(math.ceil(kernel_width)) + 2
+    indices = left[:, None] + np.arange(taps)[None, :]
+    distance = u[:, None] - indices
+    weights = scale * _cubic(scale * distance) if scale < 1 else _cubic(distance)
+    weights /= weights.sum(axis=1, keepdims=True)
+    # symmetric boundary, as MATLAB: [1..n, n..1] repeated
+    mirror = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])
+    indices = mirror[np.mod(indices.astype(np.int64) - 1, 2 * in_len)]
+    used = np.any(weights != 0, axis=0)
+    return weights[:, used], indices[:, used]
+
+
+def _resize_axis(image: np.ndarray, axis: int, out_len: int, scale: float) -> np.ndarray:
+    weights, indices = _contributions(image.shape[axis], out_len, scale)
+    moved = np.moveaxis(image, axis, 0)
+    out = np.zeros((out_len,) + moved.shape[1:], dtype=np.float64)
+    for tap in range(weights.shape[1]):
+        w = weights[:, tap].reshape((-1,) + (1,) * (moved.ndim - 1))
+        out += w * moved[indices[:, tap]]
+    return np.moveaxis(out, 0, axis)
+
+
+def imresize(image: np.ndarray, scale: float) -> np.ndarray:
+    """MATLAB `imresize(image, scale, 'bicubic')`: antialiased when shrinking, symmetric edges.
+
+    Like MATLAB, the output side is ceil(side * scale), rows are resized before columns, and the
+    class is kept: a uint8 image comes back uint8, rounded after each pass (MATLAB's imresizemex
+    stores the intermediate image as uint8 too); anything else comes back float64.
+    """
+    out = image
+    for axis in (0, 1):
+        out = _resize_axis(out.astype(np.float64), axis, int(math.ceil(image.shape[axis] * scale)), scale)
+        if image.dtype == np.uint8:
+            out = to_uint8(out)
+    return out
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur per channel with a kernel of radius ceil(3 sigma) and symmetric edges."""
+    radius = int(math.ceil(3 * sigma))
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-x ** 2 / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    out = image.astype(np.float64)
+    for axis in (0, 1):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="symmetric")
+        out = sum(k * np.take(padded, np.arange(i, i + out.shape[axis]), axis=axis) for i, k in enumerate(kernel))
+    return out
+
+
+def degrade(hr: np.ndarray, scale: int, blur_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The SRCNN degradation of a modcropped uint8 HR image.
+
+    Optional Gaussian blur, MATLAB bicubic down by `scale`, then back up; each step is stored as
+    uint8, as MATLAB writes images. Returns (lr, bicubic) as uint8, bicubic the size of `hr`.
+    """
+    if hr.shape[0] % scale or hr.shape[1] % scale:
+        raise ValueError(f"image of size {hr.shape[1]}x{hr.shape[0]} is not modcropped to scale {scale}")
+    source = to_uint8(gaussian_blur(hr, blur_sigma)) if blur_sigma > 0 else hr
+    lr = imresize(source, 1 / scale)
+    return lr, upscale_bicubic(lr, scale)
+
+
+def upscale_bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The bicubic baseline: MATLAB imresize of a uint8 image by `scale`."""
+    return imresize(to_uint8(lr), scale)
+
+
+def shave(image: np.ndarray, border: int) -> np.ndarray:
+    """Drop `border` pixels from each side (SR papers shave `scale` pixels before measuring)."""
+    return image[border:-border, border:-border] if border > 0 else image
+
+
+def psnr(hr_y: np.ndarray, sr_y: np.ndarray, border: int) -> float:
+    """PSNR in dB on the 0..255 range after shaving `border` pixels; inputs are Y (or gray) images."""
+    diff = shave(hr_y.astype(np.float64), border) - shave(sr_y.astype(np.float64), border)
+    mse = np.mean(diff ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def ssim(hr_y: np.ndarray, sr_y: np.ndarray, border: int) -> float:
+    """SSIM of Wang et al. (11x11 Gaussian window, sigma 1.5, K1=0.01, K2=0.03), range 255, shaved."""
+    return float(structural_similarity(
+        shave(hr_y.astype(np.float64), border), shave(sr_y.astype(np.float64), border),
+        data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
+
+
+def filter_grid(weights: np.ndarray, columns: int = 8, gap: int = 1) -> np.ndarray:
+    """Tile N x h x w filters into one uint8 image, each filter stretched to its own min..max."""
+    n, h, w = weights.shape
+    rows = math.ceil(n / columns)
+    grid = np.full((rows * (h + gap) + gap, columns * (w + gap) + gap), 255, np.uint8)
+    for i, f in enumerate(weights):
+        span = f.max() - f.min()
+        tile = (f - f.min()) / span * 255 if span > 0 else np.full_like(f, 128)
+        r, c = divmod(i, columns)
+        grid[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = to_uint8(tile)
+    return grid
