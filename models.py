@@ -109,3 +109,10 @@ def load_model(path: str | Path, padding: str | None = None) -> tuple[SRCNN, dic
     except RuntimeError as err:
         raise WeightsError(f"{path}: weights do not fit SRCNN ({str(err).splitlines()[-1].strip()})") from None
     return model.eval(), meta
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """"auto" picks CUDA when PyTorch sees a GPU; asking for CUDA without one is a clear error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but PyTorch sees no CUDA device")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import losses
 from datasets import EvalDataset, PatchDataset
-from models import ARCHS, SRCNN, WeightsError, build_model, load_model
+from models import ARCHS, SRCNN, WeightsError, build_model, choose_device, load_model
 from utils import ImageError, filter_grid, psnr, ssim, to_uint8
 
 
@@ -53,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--augment", action="store_true", help="random flips and 90-degree rotations")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=400)
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in all")
+    parser.add_argument("--max-steps", type=int,
+                        help="stop after this many optimiser steps in all (the checkpoint counts a cut epoch as done)")
     parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -66,12 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
-
-
-def choose_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but PyTorch sees no CUDA device")
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name if name != "auto" else "cpu")
 
 
 def make_optimizer(model: SRCNN, args: argparse.Namespace) -> torch.optim.Optimizer:

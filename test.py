@@ -1,0 +1,141 @@
+"""Super-resolve images with SRCNN and compare with bicubic, on the SR protocol.
+
+    python test.py                                         # scikit-image's coffee, x3, into results/
+    python test.py --image-file photo.png --scale 2        # an HR image: degrade, restore, measure
+    python test.py --image-file small.png --lr --scale 3   # a real low-resolution image: just upscale
+    python test.py --dataset ../shared/data/Set5/x3 --scale 3 --json set5_x3.json
+
+The network restores the Y channel of the bicubic-upscaled image; Cb and Cr stay bicubic. PSNR/SSIM
+are measured on Y (MATLAB rgb2ycbcr, 8-bit), with `scale` pixels shaved, against the original HR.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage import data as skimage_data
+from tqdm import tqdm
+
+from datasets import benchmark_pairs
+from models import SRCNN, WeightsError, choose_device, load_model
+from utils import (ImageError, degrade, list_images, load_image, modcrop, psnr, rgb2ycbcr, save_image, ssim,
+                   to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@torch.no_grad()
+def super_resolve(model: SRCNN, bicubic: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """SRCNN on the Y (or gray) channel of a uint8 bicubic image, Cb/Cr kept from bicubic.
+
+    Returns (uint8 image, its 8-bit Y): the Y the network wrote is what gets measured, as in
+    train.py's validation (re-deriving Y from the RGB file can move a pixel by one level).
+    """
+    x = torch.from_numpy((y_channel(bicubic) / 255).astype(np.float32))[None, None].to(device)
+    sr_y = to_uint8(model.super_resolve(x).clamp(0, 1).squeeze().cpu().numpy() * 255).astype(np.float64)
+    if bicubic.ndim == 2:
+        return to_uint8(sr_y), sr_y
+    ycbcr = rgb2ycbcr(bicubic)
+    ycbcr[..., 0] = sr_y
+    return to_uint8(ycbcr2rgb(ycbcr)), sr_y
+
+
+def scores(hr: np.ndarray, y: np.ndarray, scale: int) -> tuple[float, float]:
+    """(PSNR, SSIM) of a Y image against the HR image on the SR protocol."""
+    hr_y = y_channel(hr)
+    return psnr(hr_y, y, scale), ssim(hr_y, y, scale)
+
+
+def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Images of equal height next to each other on a white background."""
+    images = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
+    spacer = np.full((images[0].shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([part for im in images for part in (im, spacer)][:-1], axis=1)
+
+
+def process_image(model: SRCNN, image: np.ndarray, name: str, args: argparse.Namespace, device: torch.device) -> None:
+    """Write <name>_bicubic_xS.png, <name>_srcnn_xS.png and <name>_comparison_xS.png; print scores for HR input."""
+    s = args.scale
+    if args.lr:
+        hr, bicubic = None, upscale_bicubic(image, s)
+    else:
+        hr = modcrop(image, s)
+        if min(hr.shape[:2]) < 2 * s:
+            raise ImageError(f"{name}: {hr.shape[1]}x{hr.shape[0]} is too small to downscale by {s}")
+        bicubic = degrade(hr, s, args.blur_sigma)[1]
+    sr, sr_y = super_resolve(model, bicubic, device)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    save_image(args.output_dir / f"{name}_bicubic_x{s}.png", bicubic)
+    save_image(args.output_dir / f"{name}_srcnn_x{s}.png", sr)
+    save_image(args.output_dir / f"{name}_comparison_x{s}.png", side_by_side(bicubic, sr, *([hr] if hr is not None else [])))
+    if hr is None:
+        print(f"{name}: upscaled x{s} to {sr.shape[1]}x{sr.shape[0]} -> {args.output_dir}")
+    else:
+        (bp, bs), (p, ss) = scores(hr, y_channel(bicubic), s), scores(hr, sr_y, s)
+        print(f"{name} x{s}: bicubic PSNR {bp:.2f} dB SSIM {bs:.4f} | SRCNN PSNR {p:.2f} dB SSIM {ss:.4f} -> {args.output_dir}")
+
+
+def evaluate_dataset(model: SRCNN, folder: Path, scale: int, device: torch.device) -> dict:
+    """Per-image and mean PSNR/SSIM of bicubic and SRCNN on a benchmark folder."""
+    rows = []
+    for name, hr, lr in tqdm(list(benchmark_pairs(folder, scale)), desc=f"{folder} x{scale}", unit="img", file=sys.stderr):
+        bicubic = upscale_bicubic(lr, scale)
+        (bp, bs), (p, ss) = scores(hr, y_channel(bicubic), scale), scores(hr, super_resolve(model, bicubic, device)[1], scale)
+        rows.append({"image": name, "bicubic_psnr": bp, "bicubic_ssim": bs, "srcnn_psnr": p, "srcnn_ssim": ss})
+    mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key != "image"}
+    return {"dataset": str(folder), "scale": scale, "images": rows, "mean": mean}
+
+
+def print_table(result: dict) -> None:
+    print(f"{'image':<16} {'bicubic PSNR':>12} {'SSIM':>7} {'SRCNN PSNR':>11} {'SSIM':>7}")
+    for r in result["images"] + [{"image": "mean", **result["mean"]}]:
+        print(f"{r['image']:<16} {r['bicubic_psnr']:>12.2f} {r['bicubic_ssim']:>7.4f} {r['srcnn_psnr']:>11.2f} {r['srcnn_ssim']:>7.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--image-file", type=Path, help="an image or a folder of images (default: scikit-image's coffee)")
+    source.add_argument("--dataset", type=Path, help="benchmark folder: *_HR/*_LR pairs (Set5/x3) or HR images")
+    parser.add_argument("--weights-file", type=Path, help="default: weights/srcnn_x<scale>.pth")
+    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
+    parser.add_argument("--lr", action="store_true", help="the input is already low-resolution: upscale only")
+    parser.add_argument("--blur-sigma", type=float, default=0.0, help="Gaussian blur when degrading an HR input")
+    parser.add_argument("--output-dir", type=Path, default=Path("results"))
+    parser.add_argument("--json", type=Path, help="with --dataset: write the table as JSON")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args()
+    if args.json and not args.dataset:
+        parser.error("--json needs --dataset")
+
+    device = choose_device(args.device)
+    weights = args.weights_file or WEIGHTS_DIR / f"srcnn_x{args.scale}.pth"
+    try:
+        model, meta = load_model(weights)
+        if meta.get("scale", args.scale) != args.scale:
+            print(f"warning: {weights} was trained for x{meta['scale']}, used here at x{args.scale}", file=sys.stderr)
+        model = model.to(device)
+        if args.dataset:
+            result = evaluate_dataset(model, args.dataset, args.scale, device)
+            print_table(result)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps({**result, "weights": str(weights)}, indent=1))
+        elif args.image_file is None:
+            process_image(model, skimage_data.coffee(), "coffee", args, device)
+        else:
+            paths = list_images(args.image_file) if args.image_file.is_dir() else [args.image_file]
+            if not paths:
+                raise ImageError(f"{args.image_file}: no images found (png, jpg, bmp, tif)")
+            for path in paths:
+                process_image(model, load_image(path), path.stem, args, device)
+    except (ImageError, WeightsError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

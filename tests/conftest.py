@@ -1,0 +1,54 @@
+"""Shared helpers. Real data (T91, Set5, Set14) lives in ../shared/data beside the repo; tests that
+need it skip with a reason where it is absent (a user's machine)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("SRCNN_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(REPO))
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not found: benchmark data is not on this machine (see README, 'Data')")
+    return path
+
+
+@pytest.fixture
+def data() -> Path:
+    return need(DATA)
+
+
+def run(script: str, *args: object, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run one of the repo's scripts as a user would, capturing its output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A failed run that ends in one readable error line naming the problem, with no traceback."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "error" in last.lower(), result.stderr
+    for fragment in fragments:
+        assert fragment in last, f"{fragment!r} not in {last!r}"
+
+
+def textured_image(height: int, width: int, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """A smooth random image (noise blurred by upsampling), uint8; realistic enough for SR tests."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (height // 8 + 2, width // 8 + 2, channels))
+    from PIL import Image
+    planes = [np.asarray(Image.fromarray(coarse[..., c].astype(np.float32)).resize((width, height), Image.BICUBIC))
+              for c in range(channels)]
+    image = np.clip(np.stack(planes, -1), 0, 255).astype(np.uint8)
+    return image[..., 0] if channels == 1 else image

@@ -1,0 +1,87 @@
+import pytest
+import torch
+from torch import nn
+
+from models import ARCHS, SRCNN, WeightsError, build_model, load_model
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_shapes_follow_the_paper(arch, padding):
+    model = build_model(arch, padding=padding)
+    f1, f2, f3 = ARCHS[arch]
+    assert model.conv1.weight.shape == (64, 1, f1, f1)
+    assert model.conv2.weight.shape == (32, 64, f2, f2)
+    assert model.conv3.weight.shape == (1, 32, f3, f3)
+    x = torch.rand(2, 1, 33, 33)
+    out = model(x)
+    side = 33 if padding == "same" else 33 - (f1 - 1) - (f2 - 1) - (f3 - 1)  # 9-1-5: 21, as in the paper
+    assert out.shape == (2, 1, side, side)
+    assert model.super_resolve(x).shape == x.shape
+
+
+def test_valid_output_matches_same_output_away_from_the_border():
+    torch.manual_seed(0)
+    valid = build_model("9-5-5", padding="valid")
+    same = build_model("9-5-5", padding="same")
+    same.load_state_dict(valid.state_dict())
+    x = torch.rand(1, 1, 40, 40)
+    b = valid.border
+    assert b == 8
+    torch.testing.assert_close(valid(x), same(x)[..., b:-b, b:-b])
+
+
+def test_paper_init():
+    torch.manual_seed(0)
+    model = build_model("9-5-5", paper_init=True)
+    assert abs(model.conv2.weight.std().item() - 1e-3) < 1e-4
+    assert model.conv1.bias.abs().max() == 0
+
+
+def test_load_model_reads_the_layouts_people_publish(tmp_path):
+    torch.manual_seed(0)
+    source = build_model("9-1-5")
+    state = source.state_dict()
+    layouts = {
+        "ours.pth": {"model": state, "meta": {"scale": 3, "padding": "valid"}},
+        "checkpoint.pth": {"model_state_dict": state, "epoch": 10},
+        "plain.pth": state,  # e.g. yjn870/SRCNN-pytorch
+        "dataparallel.pth": {f"module.{k}": v for k, v in state.items()},
+    }
+    x = torch.rand(1, 1, 30, 30)
+    for name, obj in layouts.items():
+        torch.save(obj, tmp_path / name)
+        model, meta = load_model(tmp_path / name)
+        assert model.conv2.kernel_size == (1, 1)  # architecture read from the shapes
+        assert model.padding == ("valid" if name == "ours.pth" else "same")
+        same = load_model(tmp_path / name, padding="same")[0]
+        torch.testing.assert_close(same(x), source(x))
+
+
+def test_load_model_refuses_mismatched_weights(tmp_path):
+    state = build_model("9-5-5").state_dict()
+    state["conv2.weight"] = torch.zeros(32, 48, 5, 5)  # conv1 gives 64 channels
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match="bad.pth: layer shapes do not chain"):
+        load_model(tmp_path / "bad.pth")
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match="other.pth: not SRCNN weights"):
+        load_model(tmp_path / "other.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="junk.pth: not a loadable weights file"):
+        load_model(tmp_path / "junk.pth")
+
+
+def test_load_model_never_unpickles_code(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+    torch.save({"model": build_model().state_dict(), "extra": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError, match="evil.pth"):
+        load_model(tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_srcnn_rejects_unknown_padding():
+    with pytest.raises(ValueError, match="padding"):
+        SRCNN(padding="reflect")

@@ -1,0 +1,166 @@
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, assert_clean_error, need, run, textured_image
+from PIL import Image
+
+from preprocess import cut_patches
+from utils import degrade, load_image, modcrop, y_channel
+
+
+@pytest.fixture
+def t91_subset(data, tmp_path):
+    """Five T91 images, linked into a folder of their own."""
+    folder = tmp_path / "t91"
+    folder.mkdir()
+    for name in ("t1.bmp", "t2.bmp", "t3.bmp", "tt1.bmp", "tt2.bmp"):
+        (folder / name).symlink_to(need(data / "T91" / name))
+    return folder
+
+
+def test_patches_match_an_independent_computation(t91_subset, tmp_path):
+    out = tmp_path / "train.h5"
+    result = run("preprocess.py", "--images", t91_subset, "--scale", 3, "--output", out, "--workers", 2)
+    assert result.returncode == 0, result.stderr
+    paths = sorted(t91_subset.iterdir())
+    expected = 0
+    for path in paths:
+        h, w = modcrop(load_image(path), 3).shape[:2]
+        expected += len(range(0, h - 33 + 1, 14)) * len(range(0, w - 33 + 1, 14))
+    with h5py.File(out) as f:
+        assert f["lr"].shape == f["hr"].shape == (expected, 33, 33)
+        assert f["lr"].dtype == np.uint8
+        assert f.attrs["scale"] == 3 and f.attrs["patch_size"] == 33 and f.attrs["stride"] == 14
+        assert f.attrs["blur_sigma"] == 0
+        assert [s.decode() for s in f["sources"]] == [p.name for p in paths]
+        assert f["source_patches"][:].sum() == expected
+        # the first patch of the first image, recomputed by hand
+        hr = modcrop(load_image(paths[0]), 3)
+        bicubic = degrade(hr, 3)[1]
+        np.testing.assert_array_equal(f["hr"][0], y_channel(hr)[:33, :33])
+        np.testing.assert_array_equal(f["lr"][0], y_channel(bicubic)[:33, :33])
+    assert "wrote" in result.stdout and not list(tmp_path.glob("*.partial"))
+
+
+def test_presets_and_blur(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(textured_image(260, 300)).save(folder / "a.png")
+    out = tmp_path / "holo.h5"
+    assert run("preprocess.py", "--images", folder, "--preset", "holopix", "--output", out).returncode == 0
+    with h5py.File(out) as f:
+        assert f["hr"].shape == (len(range(0, 258 - 119, 78)) * len(range(0, 300 - 119, 78)), 120, 120)
+        assert f.attrs["blur_sigma"] == pytest.approx(0.73)
+        blurred = f["lr"][0].astype(float)
+    plain = tmp_path / "plain.h5"
+    run("preprocess.py", "--images", folder, "--preset", "holopix", "--blur-sigma", 0, "--output", plain)
+    with h5py.File(plain) as f:
+        assert np.abs(np.diff(blurred)).mean() < np.abs(np.diff(f["lr"][0].astype(float))).mean()  # blur removes detail
+
+
+def test_eval_mode_stores_whole_images(data, tmp_path):
+    out = tmp_path / "set5.h5"
+    assert run("preprocess.py", "--images", need(data / "Set5" / "x3"), "--scale", 3, "--eval", "--output", out).returncode == 0
+    with h5py.File(out) as f:
+        assert len(f["hr"]) == len(f["bicubic"]) == 5
+        assert f["hr"]["0"].shape == (510, 510) and f["hr"]["0"].attrs["name"] == "img_001_SRF_3"
+
+
+def test_holopix_layout(tmp_path):
+    for view in ("left", "right"):
+        (tmp_path / "holo" / "train" / view).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(textured_image(64, 80, seed=i)).save(tmp_path / "holo" / "train" / view / f"{i}.jpg")
+    out = tmp_path / "h.h5"
+    result = run("preprocess.py", "--holopix50k", tmp_path / "holo", "--split", "train", "--views", "left",
+                 "--output", out)
+    assert result.returncode == 0, result.stderr
+    with h5py.File(out) as f:
+        assert [s.decode() for s in f["sources"]] == ["train/left/0.jpg", "train/left/1.jpg"]
+    assert_clean_error(run("preprocess.py", "--holopix50k", tmp_path / "holo", "--split", "val"), "val")
+
+
+def test_bad_images_are_skipped_and_counted(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(textured_image(80, 80)).save(folder / "good.png")
+    Image.fromarray(textured_image(20, 20)).save(folder / "tiny.png")
+    (folder / "notes.jpg").write_text("not an image")
+    Image.fromarray(textured_image(80, 80)).save(folder / "cut.png")
+    (folder / "cut.png").write_bytes((folder / "cut.png").read_bytes()[:200])  # truncated PNG
+    result = run("preprocess.py", "--images", folder, "--output", tmp_path / "m.h5", "--workers", 1)
+    assert result.returncode == 0, result.stderr
+    for name, problem in (("tiny.png", "smaller than the 33x33 patch size"), ("notes.jpg", "not a readable image"),
+                          ("cut.png", "not a readable image")):
+        assert any(name in line and problem in line for line in result.stderr.splitlines()), (name, result.stderr)
+    assert "from 1 images (3 skipped)" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["empty", "all-bad", "scale-1", "scale-7", "missing"])
+def test_unusable_input_is_a_one_line_error(tmp_path, case):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    out = tmp_path / "o.h5"
+    args = {"empty": [], "all-bad": [], "scale-1": ["--scale", 1], "scale-7": ["--scale", 7], "missing": []}[case]
+    if case == "all-bad":
+        Image.fromarray(textured_image(16, 16)).save(folder / "small.png")
+    if case.startswith("scale"):
+        Image.fromarray(textured_image(64, 64)).save(folder / "a.png")
+    source = tmp_path / "nowhere" if case == "missing" else folder
+    result = run("preprocess.py", "--images", source, "--output", out, *args)
+    expected = {"empty": "no images found", "all-bad": "all 1 images were skipped", "scale-1": "invalid choice: 1",
+                "scale-7": "invalid choice: 7", "missing": "not a folder"}[case]
+    assert_clean_error(result, expected)
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_interrupted_run_leaves_no_complete_looking_file(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(textured_image(200, 200, seed=i)).save(folder / f"{i:02d}.png")
+    out = tmp_path / "big.h5"
+    proc = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), "--images", str(folder), "--output", str(out),
+                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    partial = out.with_name("big.h5.partial")
+    for _ in range(600):  # wait until writing has started
+        if partial.exists():
+            break
+        subprocess.run(["sleep", "0.05"])
+    proc.kill()
+    proc.wait()
+    assert not out.exists()  # only the .partial name, which nothing reads as a finished file
+
+
+def test_cut_patches_grid():
+    image = np.arange(50 * 40).reshape(50, 40)
+    patches = cut_patches(image, 33, 7)
+    assert len(patches) == len(range(0, 18, 7)) * len(range(0, 8, 7))
+    np.testing.assert_array_equal(patches[1], image[0:33, 7:40])
+
+
+def peak_rss_mb(*args) -> float:
+    """Peak resident memory of one preprocess.py run, measured in a fresh wrapper process."""
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True);"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, sys.executable, str(REPO / "preprocess.py"), *map(str, args)],
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    return int(out.stdout) / 1024
+
+
+def test_memory_stays_flat_as_the_image_count_grows(tmp_path):
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    for i in range(200):
+        Image.fromarray(textured_image(240, 320, seed=i)).save(folder / f"{i:03d}.png")
+    peaks = {}
+    for count in (20, 200):
+        out = tmp_path / f"{count}.h5"
+        peaks[count] = peak_rss_mb("--images", folder, "--max-images", count, "--output", out, "--workers", 1)
+        with h5py.File(out) as f:
+            assert len(f["source_patches"]) == count
+    # each image gives 315 patch pairs (0.7 MB): holding 200 images' patches would add ~120 MB to the peak
+    assert abs(peaks[200] - peaks[20]) < 50, peaks

@@ -1,0 +1,98 @@
+"""test.py as a user runs it: files written, numbers printed, errors readable."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, assert_clean_error, need, run, textured_image
+from PIL import Image
+
+from models import build_model
+from utils import degrade, load_image, modcrop, psnr, y_channel
+
+
+@pytest.fixture
+def weights(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "w.pth"
+    torch.save({"model": build_model("9-5-5").state_dict(), "meta": {"scale": 3}}, path)
+    return path
+
+
+def test_hr_image_gives_bicubic_srcnn_and_comparison(tmp_path, weights):
+    Image.fromarray(textured_image(100, 82)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    result = run("test.py", "--image-file", tmp_path / "photo.png", "--weights-file", weights, "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    hr = modcrop(load_image(tmp_path / "photo.png"), 3)
+    bicubic = load_image(out / "photo_bicubic_x3.png")
+    np.testing.assert_array_equal(bicubic, degrade(hr, 3)[1])
+    assert load_image(out / "photo_srcnn_x3.png").shape == hr.shape == (99, 81, 3)
+    assert load_image(out / "photo_comparison_x3.png").shape == (99, 3 * 81 + 2 * 4, 3)
+    expected = psnr(y_channel(hr), y_channel(bicubic), 3)
+    assert f"bicubic PSNR {expected:.2f} dB" in result.stdout
+
+
+def test_lr_input_is_only_upscaled(tmp_path, weights):
+    Image.fromarray(textured_image(30, 40, channels=1)).save(tmp_path / "small.png")
+    result = run("test.py", "--image-file", tmp_path / "small.png", "--lr", "--scale", 2, "--weights-file", weights,
+                 "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "PSNR" not in result.stdout and "trained for x3" in result.stderr
+    assert load_image(tmp_path / "small_srcnn_x2.png").shape == (60, 80)  # grayscale stays grayscale
+    assert load_image(tmp_path / "small_comparison_x2.png").shape == (60, 2 * 80 + 4, 3)
+
+
+def test_folder_of_images(tmp_path, weights):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(textured_image(48, 48, seed=i)).save(folder / f"im{i}.png")
+    result = run("test.py", "--image-file", folder, "--weights-file", weights, "--output-dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_srcnn_x3.png")) == ["im0_srcnn_x3.png", "im1_srcnn_x3.png"]
+
+
+def test_dataset_table_and_json(data, tmp_path, weights):
+    set14 = need(data / "Set14" / "x4")
+    reference = json.loads((data / "reference_psnr.json").read_text())["Set14_x4"]["Bicubic"]
+    result = run("test.py", "--dataset", set14, "--scale", 4, "--weights-file", weights, "--json", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    table = json.loads((tmp_path / "r.json").read_text())
+    assert [r["image"] for r in table["images"]][:2] == ["img_001_SRF_4", "img_002_SRF_4"]
+    np.testing.assert_allclose([r["bicubic_psnr"] for r in table["images"]], reference["psnr_per_image"], atol=0.01)
+    assert result.stdout.strip().splitlines()[-1].split()[:2] == ["mean", f"{table['mean']['bicubic_psnr']:.2f}"]
+
+
+def test_default_run_uses_shipped_weights_on_coffee(tmp_path):
+    need(REPO / "weights" / "srcnn_x3.pth")
+    result = run("test.py", "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    bicubic, srcnn = (float(line.split(f"{k} PSNR ")[1].split()[0]) for k in ("bicubic", "SRCNN"))
+    assert srcnn > bicubic + 0.5  # the shipped weights really restore detail
+    assert (tmp_path / "coffee_comparison_x3.png").exists()
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, weights):
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(textured_image(64, 64)).save(tmp_path / "cut.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "cut.png").read_bytes()[:300])
+    state = build_model("9-5-5").state_dict()
+    state["conv3.weight"] = torch.zeros(1, 16, 5, 5)
+    torch.save(state, tmp_path / "wrong.pth")
+    (tmp_path / "empty").mkdir()
+    Image.fromarray(textured_image(4, 4)).save(tmp_path / "tiny.png")
+    cases = [
+        (["--image-file", tmp_path / "notes.png"], ["notes.png", "not a readable image"]),
+        (["--image-file", tmp_path / "cut.png"], ["cut.png", "not a readable image"]),
+        (["--image-file", tmp_path / "tiny.png", "--scale", 3], ["tiny", "too small"]),
+        (["--image-file", tmp_path / "empty"], ["empty", "no images found"]),
+        (["--image-file", tmp_path / "missing.png"], ["missing.png", "no such file"]),
+        (["--scale", 1], ["invalid choice: 1"]),
+        (["--scale", 7], ["invalid choice: 7"]),
+    ]
+    for args, fragments in cases:
+        assert_clean_error(run("test.py", "--weights-file", weights, "--output-dir", tmp_path / "o", *args), *fragments)
+    assert_clean_error(run("test.py", "--weights-file", tmp_path / "wrong.pth"), "wrong.pth", "do not chain")
+    assert_clean_error(run("test.py", "--weights-file", tmp_path / "none.pth"), "none.pth", "no such weights file")

@@ -1,0 +1,144 @@
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import assert_clean_error, need, run
+
+from models import load_model
+
+SMALL_T91 = ["t1.bmp", "t2.bmp", "t3.bmp", "t5.bmp", "t8.bmp", "t10.bmp", "t12.bmp", "t15.bmp", "t20.bmp", "t22.bmp",
+             "t26.bmp", "t30.bmp", "t35.bmp", "t40.bmp", "t45.bmp", "tt1.bmp", "tt5.bmp", "tt10.bmp", "tt15.bmp", "tt20.bmp"]
+
+
+@pytest.fixture(scope="module")
+def t91_patches(tmp_path_factory):
+    """Paper-preset x3 patches from 20 T91 images (about 4,700 pairs)."""
+    from conftest import DATA
+    folder = tmp_path_factory.mktemp("t91")
+    for name in SMALL_T91:
+        (folder / name).symlink_to(need(DATA / "T91" / name))
+    out = folder / "t91_x3.h5"
+    result = run("preprocess.py", "--images", folder, "--scale", 3, "--output", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_smoke_training_beats_bicubic_on_set5(data, t91_patches, tmp_path):
+    set5 = need(data / "Set5" / "x3")
+    bicubic = json.loads((data / "reference_psnr.json").read_text())["Set5_x3"]["Bicubic"]["psnr_mean"]
+    start = time.time()
+    result = run("train.py", "--train-file", t91_patches, "--eval-file", set5, "--scale", 3, "--outputs-dir", tmp_path,
+                 "--lr", 1e-3, "--max-steps", 500, "--epochs", 1, "--num-workers", 1)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.time() - start < 120
+    model, meta = load_model(tmp_path / "best.pth")
+    assert meta["val_psnr"] > bicubic + 0.3, (meta["val_psnr"], bicubic)
+    # test.py measures the same weights the same way, to the last digit
+    table = run("test.py", "--weights-file", tmp_path / "best.pth", "--dataset", set5, "--scale", 3,
+                "--json", tmp_path / "t.json")
+    assert table.returncode == 0, table.stderr
+    measured = json.loads((tmp_path / "t.json").read_text())["mean"]
+    assert measured["srcnn_psnr"] == pytest.approx(meta["val_psnr"], abs=1e-9)
+    assert measured["bicubic_psnr"] == pytest.approx(bicubic, abs=0.01)
+
+
+def tiny_patches(path, count=96, size=21, seed=0):
+    rng = np.random.default_rng(seed)
+    hr = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
+    lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+    with h5py.File(path, "w") as f:
+        f["lr"], f["hr"] = lr, hr
+        f.attrs["scale"] = 3
+    return path
+
+
+@pytest.fixture
+def tiny_eval(tmp_path):
+    from PIL import Image
+    from conftest import textured_image
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    Image.fromarray(textured_image(60, 60)).save(folder / "a.png")
+    return folder
+
+
+def test_resume_continues_exactly(tmp_path, tiny_eval):
+    train = tiny_patches(tmp_path / "tiny.h5")
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 2, "--augment",
+              "--lr", 1e-3, "--lr-schedule", "cosine"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run("train.py", *common, "--epochs", 4, "--outputs-dir", straight).returncode == 0
+    assert run("train.py", *common, "--epochs", 4, "--max-steps", 2 * 12, "--outputs-dir", split).returncode == 0
+    resumed = run("train.py", *common, "--epochs", 4, "--outputs-dir", split, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout and "epoch 2" in resumed.stdout
+    a = torch.load(straight / "last.pth", weights_only=True)
+    b = torch.load(split / "last.pth", weights_only=True)
+    assert a["step"] == b["step"] == 4 * 12
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_shows_the_run(tmp_path, tiny_eval):
+    train = tiny_patches(tmp_path / "tiny.h5", size=33)
+    run_dir = tmp_path / "run"
+    result = run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--epochs", 2,
+                 "--log-every", 2, "--outputs-dir", run_dir, "--num-workers", 0)
+    assert result.returncode == 0, result.stderr
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--port", str(port),
+                               "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tags, deadline = {}, time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as response:
+                    tags = json.load(response).get(".", {})
+                if "val/psnr" in tags:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        for tag in ("train/loss", "train/psnr", "train/ssim", "train/ms_ssim", "train/lr", "val/psnr", "val/ssim"):
+            assert tag in tags, (tag, sorted(tags))
+        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=.&tag=val/psnr"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            points = json.load(response)
+        assert len(points) == 2 and all(np.isfinite(p[2]) for p in points)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/images/tags", timeout=5) as response:
+            images = json.load(response).get(".", {})
+        assert "val/bicubic_srcnn_hr" in images and "filters/conv1" in images
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_bad_training_inputs_are_one_line_errors(tmp_path, tiny_eval):
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f["data"] = np.zeros(3)
+    assert_clean_error(run("train.py", "--train-file", tmp_path / "empty.h5", "--eval-file", tiny_eval),
+                       "empty.h5", "no lr or hr")
+    (tmp_path / "text.h5").write_text("hello")
+    assert_clean_error(run("train.py", "--train-file", tmp_path / "text.h5", "--eval-file", tiny_eval),
+                       "text.h5", "not an HDF5 file")
+    train = tiny_patches(tmp_path / "tiny.h5")
+    assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--scale", 2),
+                       "made for scale 3")
+    assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tmp_path / "nothing"), "nothing")
+    assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--scale", 7), "invalid choice: 7")
+    assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--outputs-dir",
+                           tmp_path / "fresh", "--resume"), "no", "last.pth")

@@ -1,0 +1,52 @@
+"""Draw SRCNN's learned filters as a PNG grid (the paper's Fig. 5 shows conv1 of its 9-1-5 network).
+
+    python visualize_filters.py                                   # shipped x3 weights -> results/filters_conv1_x3.png
+    python visualize_filters.py --weights-file runs/srcnn_x3/best.pth --layers conv1 conv2 conv3
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models import WeightsError, load_model
+from utils import filter_grid, save_image
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def layer_filters(weight: np.ndarray, input_channel: int) -> np.ndarray:
+    """N x h x w filters of one layer: every output filter's slice at `input_channel`."""
+    return weight[:, min(input_channel, weight.shape[1] - 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights-file", type=Path, help="default: weights/srcnn_x<scale>.pth")
+    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
+    parser.add_argument("--layers", nargs="+", default=["conv1"], choices=["conv1", "conv2", "conv3"])
+    parser.add_argument("--input-channel", type=int, default=0,
+                        help="conv2/conv3 filters have many input channels; draw this one's slice")
+    parser.add_argument("--zoom", type=int, default=8, help="pixels per filter tap in the PNG")
+    parser.add_argument("--output-dir", type=Path, default=Path("results"))
+    args = parser.parse_args()
+
+    weights = args.weights_file or WEIGHTS_DIR / f"srcnn_x{args.scale}.pth"
+    try:
+        model, _ = load_model(weights)
+    except WeightsError as err:
+        raise SystemExit(f"error: {err}") from None
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    for layer in args.layers:
+        weight = getattr(model, layer).weight.detach().numpy()
+        grid = filter_grid(layer_filters(weight, args.input_channel), gap=1)
+        grid = np.asarray(Image.fromarray(grid).resize((grid.shape[1] * args.zoom, grid.shape[0] * args.zoom), Image.NEAREST))
+        path = args.output_dir / f"filters_{layer}_x{args.scale}.png"
+        save_image(path, grid)
+        print(f"{layer}: {weight.shape[0]} filters of {weight.shape[2]}x{weight.shape[3]} -> {path}")
+
+
+if __name__ == "__main__":
+    main()
