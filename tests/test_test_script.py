@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, assert_clean_error, need, run, textured_image
+from conftest import assert_clean_error, need, run, textured_image
 from PIL import Image
 
 from models import build_model
@@ -65,7 +65,6 @@ def test_dataset_table_and_json(data, tmp_path, weights):
 
 
 def test_default_run_uses_shipped_weights_on_coffee(tmp_path):
-    need(REPO / "weights" / "srcnn_x3.pth")
     result = run("test.py", "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]

@@ -1,0 +1,53 @@
+import pickle
+
+import h5py
+import numpy as np
+import torch
+from conftest import need, run
+from torch.utils.data import DataLoader
+
+from datasets import EvalDataset, PatchDataset
+
+
+def make_patches(path, count=8, size=12):
+    hr = np.random.default_rng(0).integers(0, 256, (count, size, size), dtype=np.uint8)
+    with h5py.File(path, "w") as f:
+        f["lr"], f["hr"] = hr, hr  # identical, so a mismatched augmentation would show
+        f.attrs["scale"] = 3
+    return hr
+
+
+def test_patches_are_unit_range_tensors_and_the_file_opens_lazily(tmp_path):
+    hr = make_patches(tmp_path / "p.h5")
+    dataset = PatchDataset(tmp_path / "p.h5")
+    assert dataset.file is None and len(dataset) == 8
+    pickle.dumps(dataset)  # what DataLoader workers receive: no open h5py handle inside
+    lr_t, hr_t = dataset[3]
+    assert lr_t.shape == (1, 12, 12) and lr_t.dtype == torch.float32
+    torch.testing.assert_close(hr_t[0], torch.from_numpy(hr[3]).float() / 255)
+    batches = list(DataLoader(dataset, batch_size=4, num_workers=2))
+    assert len(batches) == 2 and batches[0][0].shape == (4, 1, 12, 12)
+
+
+def test_augmentation_transforms_lr_and_hr_alike_and_covers_all_eight(tmp_path):
+    hr = make_patches(tmp_path / "p.h5", count=1)
+    dataset = PatchDataset(tmp_path / "p.h5", augment=True)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        lr_t, hr_t = dataset[0]
+        assert torch.equal(lr_t, hr_t)
+        seen.add((hr_t[0] * 255).round().to(torch.uint8).numpy().tobytes())
+    variants = {np.ascontiguousarray(np.rot90(im, k)).tobytes() for im in (hr[0], hr[0][:, ::-1]) for k in range(4)}
+    assert seen == variants
+
+
+def test_eval_set_from_a_folder_equals_the_one_from_hdf5(data, tmp_path):
+    folder = need(data / "Set5" / "x4")
+    assert run("preprocess.py", "--images", folder, "--scale", 4, "--eval", "--output", tmp_path / "e.h5").returncode == 0
+    from_folder, from_h5 = EvalDataset(folder, 4), EvalDataset(tmp_path / "e.h5", 4)
+    assert len(from_folder) == len(from_h5) == 5
+    for (n1, b1, h1), (n2, b2, h2) in zip(from_folder, from_h5):
+        assert n1 == n2
+        assert torch.equal(b1, b2) and torch.equal(h1, h2)
+        assert b1.shape == h1.shape and 0 <= b1.min() and b1.max() <= 1
