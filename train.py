@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume:
         if not last_path.exists():
             raise SystemExit(f"error: --resume: no {last_path}")
-        state = torch.load(last_path, map_location=device, weights_only=True)
+        state = torch.load(last_path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -18,7 +18,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def layer_filters(weight: np.ndarray, input_channel: int) -> np.ndarray:
-    """N x h x w filters of one layer: every output filter's slice at `input_channel`."""
+    """N x h x w filters of one layer: each output filter's slice at `input_channel`, or, for a layer
+    with a single output (conv3 on Y), its slices over all input channels."""
+    if weight.shape[0] == 1:
+        return weight[0]
     return weight[:, min(input_channel, weight.shape[1] - 1)]
 
 
@@ -28,7 +31,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
     parser.add_argument("--layers", nargs="+", default=["conv1"], choices=["conv1", "conv2", "conv3"])
     parser.add_argument("--input-channel", type=int, default=0,
-                        help="conv2/conv3 filters have many input channels; draw this one's slice")
+                        help="conv2 filters have 64 input channels; draw this one's slice")
     parser.add_argument("--zoom", type=int, default=8, help="pixels per filter tap in the PNG")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     args = parser.parse_args()

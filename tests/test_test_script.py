@@ -95,3 +95,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path, weights):
         assert_clean_error(run("test.py", "--weights-file", weights, "--output-dir", tmp_path / "o", *args), *fragments)
     assert_clean_error(run("test.py", "--weights-file", tmp_path / "wrong.pth"), "wrong.pth", "do not chain")
     assert_clean_error(run("test.py", "--weights-file", tmp_path / "none.pth"), "none.pth", "no such weights file")
+
+
+def test_visualize_filters_draws_a_grid_per_layer(tmp_path, weights):
+    result = run("visualize_filters.py", "--weights-file", weights, "--layers", "conv1", "conv3", "--zoom", 2,
+                 "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    conv1 = load_image(tmp_path / "filters_conv1_x3.png")
+    assert conv1.shape == (2 * (8 * 10 + 1), 2 * (8 * 10 + 1))  # 64 filters of 9x9 in an 8x8 grid, 1-pixel gaps
+    assert conv1.std() > 10  # filters, not a blank canvas
+    # conv3 has one output: its 32 input slices of 5x5
+    assert load_image(tmp_path / "filters_conv3_x3.png").shape == (2 * (4 * 6 + 1), 2 * (8 * 6 + 1))
