@@ -9,9 +9,16 @@ smaller by `border` pixels on each side with padding="valid" (the paper's settin
 """
 from __future__ import annotations
 
+import hashlib
+import http.client
+import os
+import re
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+from tqdm import tqdm
 from torch import nn
 
 # f1-f2-f3 of the paper's Table 1 / Fig. 8; n1=64, n2=32 throughout.
@@ -109,6 +116,66 @@ def load_model(path: str | Path, padding: str | None = None) -> tuple[SRCNN, dic
     except RuntimeError as err:
         raise WeightsError(f"{path}: weights do not fit SRCNN ({str(err).splitlines()[-1].strip()})") from None
     return model.eval(), meta
+
+
+MODEL_CARD = Path(__file__).resolve().parent / "weights" / "README.md"
+
+
+def card_sha256(filename: str) -> str | None:
+    """The sha256 the model card (weights/README.md) lists for a weights file name, if any."""
+    if not MODEL_CARD.exists():
+        return None
+    match = re.search(rf"^\| `{re.escape(filename)}` \|.*`([0-9a-f]{{64}})` \|$", MODEL_CARD.read_text(), re.M)
+    return match.group(1) if match else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_weights(url: str, sha256: str | None = None, cache_dir: Path | None = None,
+                     allow_http: bool = False) -> Path:
+    """Fetch weights from a URL once into a cache folder, verified against a sha256.
+
+    The checksum comes from `sha256` or, failing that, the model card's entry for the file name; a
+    download without a known checksum, over plain http (unless allowed), with a wrong checksum or cut
+    short is refused, and nothing unverified is left in the cache.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme not in ("https", "http") or (parsed.scheme == "http" and not allow_http):
+        raise WeightsError(f"{url}: only https URLs are fetched (plain http needs --allow-http)")
+    name = Path(parsed.path).name or "weights.pth"
+    expected = (sha256 or card_sha256(name) or "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise WeightsError(f"{url}: no sha256 to check the download against; pass --sha256")
+    cache_dir = cache_dir or Path(os.environ.get("SRCNN_CACHE", Path.home() / ".cache" / "srcnn"))
+    target = cache_dir / f"{expected[:12]}-{name}"
+    if target.exists() and file_sha256(target) == expected:
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            size = int(response.headers.get("Content-Length") or 0)
+            with tqdm(total=size or None, unit="B", unit_scale=True, desc=f"download {name}") as progress:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    progress.update(len(block))
+        if size and partial.stat().st_size != size:
+            raise WeightsError(f"{url}: download cut short ({partial.stat().st_size} of {size} bytes)")
+        actual = file_sha256(partial)
+        if actual != expected:
+            raise WeightsError(f"{url}: sha256 mismatch (expected {expected}, got {actual}); not used")
+        partial.replace(target)
+        return target
+    except (OSError, http.client.HTTPException) as err:
+        raise WeightsError(f"{url}: download failed ({err!r})") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def choose_device(name: str = "auto") -> torch.device:

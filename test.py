@@ -21,7 +21,7 @@ from skimage import data as skimage_data
 from tqdm import tqdm
 
 from datasets import benchmark_pairs
-from models import SRCNN, WeightsError, choose_device, load_model
+from models import SRCNN, WeightsError, choose_device, download_weights, load_model
 from utils import (ImageError, degrade, list_images, load_image, modcrop, psnr, rgb2ycbcr, save_image, ssim,
                    to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
 
@@ -101,7 +101,10 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--image-file", type=Path, help="an image or a folder of images (default: scikit-image's coffee)")
     source.add_argument("--dataset", type=Path, help="benchmark folder: *_HR/*_LR pairs (Set5/x3) or HR images")
-    parser.add_argument("--weights-file", type=Path, help="default: weights/srcnn_x<scale>.pth")
+    parser.add_argument("--weights-file", help="a file or an http(s) URL (default: weights/srcnn_x<scale>.pth)")
+    parser.add_argument("--sha256", help="expected checksum of a downloaded --weights-file (default: the model card's)")
+    parser.add_argument("--allow-http", action="store_true", help="allow a plain-http --weights-file URL")
+    parser.add_argument("--padding", choices=["same", "valid"], help="override the padding stored with the weights")
     parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
     parser.add_argument("--lr", action="store_true", help="the input is already low-resolution: upscale only")
     parser.add_argument("--blur-sigma", type=float, default=0.0, help="Gaussian blur when degrading an HR input")
@@ -115,7 +118,9 @@ def main() -> None:
     device = choose_device(args.device)
     weights = args.weights_file or WEIGHTS_DIR / f"srcnn_x{args.scale}.pth"
     try:
-        model, meta = load_model(weights)
+        if str(weights).startswith(("http://", "https://")):
+            weights = download_weights(str(weights), args.sha256, allow_http=args.allow_http)
+        model, meta = load_model(weights, padding=args.padding)
         if meta.get("scale", args.scale) != args.scale:
             print(f"warning: {weights} was trained for x{meta['scale']}, used here at x{args.scale}", file=sys.stderr)
         model = model.to(device)

@@ -1,0 +1,116 @@
+"""Weights from a URL (checked against a sha256, cached once) and the layouts other SRCNN repos publish.
+The server is a local one on 127.0.0.1 started by the test: nothing leaves the machine."""
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_clean_error, run, textured_image
+from PIL import Image
+from torch import nn
+
+from models import WeightsError, build_model, download_weights, load_model
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serves {path: bytes}; '/cut/...' declares the full length but sends half. Counts requests."""
+    files, hits = {}, []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            body = files.get(self.path.removeprefix("/cut"))
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if self.path.startswith("/cut") else body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", files, hits
+    httpd.shutdown()
+
+
+@pytest.fixture
+def weights_bytes(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "w.pth"
+    torch.save({"model": build_model().state_dict(), "meta": {"scale": 3}}, path)
+    return path.read_bytes()
+
+
+def test_download_is_verified_and_cached_once(server, weights_bytes, tmp_path):
+    base, files, hits = server
+    files["/srcnn_x3.pth"] = weights_bytes
+    digest = hashlib.sha256(weights_bytes).hexdigest()
+    cache = tmp_path / "cache"
+    path = download_weights(f"{base}/srcnn_x3.pth", digest, cache, allow_http=True)
+    assert path.read_bytes() == weights_bytes and path.parent == cache
+    assert download_weights(f"{base}/srcnn_x3.pth", digest, cache, allow_http=True) == path
+    assert hits == ["/srcnn_x3.pth"]  # the second call came from the cache
+    load_model(path)
+
+
+def test_bad_downloads_leave_nothing_in_the_cache(server, weights_bytes, tmp_path):
+    base, files, _ = server
+    files["/w.pth"] = weights_bytes
+    digest = hashlib.sha256(weights_bytes).hexdigest()
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        download_weights(f"{base}/w.pth", "0" * 64, cache, allow_http=True)
+    with pytest.raises(WeightsError, match="cut short|download failed"):
+        download_weights(f"{base}/cut/w.pth", digest, cache, allow_http=True)
+    with pytest.raises(WeightsError, match="only https"):
+        download_weights(f"{base}/w.pth", digest, cache)
+    with pytest.raises(WeightsError, match="no sha256"):
+        download_weights(f"{base}/w.pth", None, cache, allow_http=True)
+    with pytest.raises(WeightsError, match="download failed"):
+        download_weights(f"{base}/missing.pth", digest, cache, allow_http=True)
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_test_script_takes_a_url(server, weights_bytes, tmp_path, monkeypatch):
+    base, files, _ = server
+    files["/srcnn_x3.pth"] = weights_bytes
+    monkeypatch.setenv("SRCNN_CACHE", str(tmp_path / "cache"))
+    Image.fromarray(textured_image(60, 60)).save(tmp_path / "a.png")
+    digest = hashlib.sha256(weights_bytes).hexdigest()
+    args = ["--image-file", tmp_path / "a.png", "--output-dir", tmp_path / "out", "--weights-file", f"{base}/srcnn_x3.pth"]
+    result = run("test.py", *args, "--sha256", digest, "--allow-http")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "a_srcnn_x3.png").exists()
+    assert_clean_error(run("test.py", *args, "--sha256", "1" * 64, "--allow-http"), "sha256 mismatch")
+
+
+class ForeignSRCNN(nn.Module):
+    """The module layout of other PyTorch SRCNN repos: conv1/conv2/conv3, padding f // 2 or none."""
+
+    def __init__(self, padding: bool):
+        super().__init__()
+        p = (lambda f: f // 2) if padding else (lambda f: 0)
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(1, 64, 9, padding=p(9)), nn.Conv2d(64, 32, 5, padding=p(5)), nn.Conv2d(32, 1, 5, padding=p(5))
+
+    def forward(self, x):
+        return self.conv3(F.relu(self.conv2(F.relu(self.conv1(x)))))
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_foreign_state_dicts_load_and_compute_the_same(tmp_path, padded):
+    torch.manual_seed(1)
+    theirs = ForeignSRCNN(padded)
+    torch.save(theirs.state_dict(), tmp_path / "theirs.pth")
+    ours, _ = load_model(tmp_path / "theirs.pth", padding="same" if padded else "valid")
+    x = torch.rand(1, 1, 40, 44)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+        if not padded:  # full-size output: the valid network on a replicate-padded input
+            torch.testing.assert_close(ours.super_resolve(x), theirs(F.pad(x, [8] * 4, mode="replicate")))
