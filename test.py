@@ -1,6 +1,7 @@
 """Super-resolve images with SRCNN and compare with bicubic, on the SR protocol.
 
     python test.py                                         # scikit-image's coffee, x3, into results/
+    python test.py --sample astronaut --scale 4            # another bundled image
     python test.py --image-file photo.png --scale 2        # an HR image: degrade, restore, measure
     python test.py --image-file small.png --lr --scale 3   # a real low-resolution image: just upscale
     python test.py --dataset ../shared/data/Set5/x3 --scale 3 --json set5_x3.json
@@ -26,6 +27,7 @@ from utils import (ImageError, degrade, list_images, load_image, modcrop, psnr, 
                    to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with scikit-image, no download
 
 
 @torch.no_grad()
@@ -101,6 +103,8 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--image-file", type=Path, help="an image or a folder of images (default: scikit-image's coffee)")
     source.add_argument("--dataset", type=Path, help="benchmark folder: *_HR/*_LR pairs (Set5/x3) or HR images")
+    source.add_argument("--sample", choices=SAMPLES, default="coffee",
+                        help="a scikit-image bundled image, used when no other input is given")
     parser.add_argument("--weights-file", help="a file or an http(s) URL (default: weights/srcnn_x<scale>.pth)")
     parser.add_argument("--sha256", help="expected checksum of a downloaded --weights-file (default: the model card's)")
     parser.add_argument("--allow-http", action="store_true", help="allow a plain-http --weights-file URL")
@@ -131,7 +135,7 @@ def main() -> None:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps({**result, "weights": str(weights)}, indent=1))
         elif args.image_file is None:
-            process_image(model, skimage_data.coffee(), "coffee", args, device)
+            process_image(model, getattr(skimage_data, args.sample)(), args.sample, args, device)
         else:
             paths = list_images(args.image_file) if args.image_file.is_dir() else [args.image_file]
             if not paths:
