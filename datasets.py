@@ -28,7 +28,8 @@ def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
 
 
 class PatchDataset(Dataset):
-    """(lr, hr) Y patches from a preprocess.py file, each 1 x P x P in [0, 1].
+    """(lr, hr) Y patches from a preprocess.py file, 1 x p x p and 1 x P x P in [0, 1] (p = P, or P / scale
+    for a --lr-size file).
 
     The file is opened lazily in each DataLoader worker (an h5py handle must not cross a fork), and
     patches are read one at a time, so no worker holds the file in memory. `augment` applies one of
@@ -38,8 +39,8 @@ class PatchDataset(Dataset):
     def __init__(self, path: str | Path, augment: bool = False) -> None:
         self.path, self.augment, self.file = str(path), augment, None
         with open_h5(path, ("lr", "hr")) as f:
-            if f["lr"].shape != f["hr"].shape:
-                raise ValueError(f"{path}: lr {f['lr'].shape} and hr {f['hr'].shape} patches differ in shape")
+            if len(f["lr"]) != len(f["hr"]):
+                raise ValueError(f"{path}: {len(f['lr'])} lr but {len(f['hr'])} hr patches")
             self.length = len(f["lr"])
             self.attrs = dict(f.attrs)
         if self.length == 0:
@@ -93,29 +94,26 @@ def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> 
 
 
 class EvalDataset(Dataset):
-    """Whole evaluation images: (name, bicubic Y, HR Y), the Y images as 1 x H x W tensors in [0, 1].
+    """Whole evaluation images: (name, LR Y, bicubic Y, HR Y), each a 1 x H x W tensor in [0, 1].
 
-    `source` is a preprocess.py `--eval` HDF5 file, or a folder read by `benchmark_pairs`. Images
-    differ in size, so iterate it directly (or use batch_size=1).
+    `source` is a preprocess.py `--eval` HDF5 file or a folder read by `benchmark_pairs`. Y is
+    MATLAB's 8-bit Y (raw intensity for grayscale). Images differ in size: iterate it directly.
     """
 
     def __init__(self, source: str | Path, scale: int, blur_sigma: float = 0.0) -> None:
-        self.items: list[tuple[str, np.ndarray, np.ndarray]] = []
         if Path(source).is_dir():
-            for name, hr, lr in benchmark_pairs(source, scale, blur_sigma):
-                self.items.append((name, y_channel(upscale_bicubic(lr, scale)), y_channel(hr)))
+            pairs = list(benchmark_pairs(source, scale, blur_sigma))
         else:
-            with open_h5(source, ("bicubic", "hr")) as f:
+            with open_h5(source, ("lr", "hr")) as f:
                 if f.attrs.get("scale", scale) != scale:
                     raise ValueError(f"{source}: made for scale {f.attrs['scale']}, not {scale}")
-                for key in sorted(f["hr"], key=int):
-                    name = f["hr"][key].attrs.get("name", key)
-                    self.items.append((str(name), f["bicubic"][key][()], f["hr"][key][()]))
+                pairs = [(str(f["hr"][key].attrs.get("name", key)), f["hr"][key][()], f["lr"][key][()])
+                         for key in sorted(f["hr"], key=int)]
+        self.items = [(name, y_channel(lr), y_channel(upscale_bicubic(lr, scale)), y_channel(hr)) for name, hr, lr in pairs]
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor]:
-        name, bicubic, hr = self.items[index]
-        as_tensor = lambda y: torch.from_numpy(np.asarray(y, dtype=np.float32) / 255).unsqueeze(0)
-        return name, as_tensor(bicubic), as_tensor(hr)
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
+        name, *images = self.items[index]
+        return (name, *(torch.from_numpy(np.asarray(y / 255, dtype=np.float32)).unsqueeze(0) for y in images))

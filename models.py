@@ -1,11 +1,17 @@
-"""SRCNN (Dong, Loy, He, Tang, TPAMI 2015): patch extraction, non-linear mapping, reconstruction.
+"""The networks, and loading their weights.
+
+SRCNN (Dong, Loy, He, Tang, TPAMI 2015): patch extraction, non-linear mapping, reconstruction.
 
     F1(Y) = max(0, W1 * Y + B1)     W1: n1 filters of f1 x f1 x c
     F2(Y) = max(0, W2 * F1(Y) + B2) W2: n2 filters of f2 x f2 x n1
     F(Y)  = W3 * F2(Y) + B3         W3: c filters of f3 x f3 x n2
 
-The input Y is the bicubic-upscaled image; the output has the same size with padding="same" and is
+Its input is the bicubic-upscaled image; the output has the same size with padding="same" and is
 smaller by `border` pixels on each side with padding="valid" (the paper's setting).
+
+FSRCNN (Dong, Loy, Tang, ECCV 2016) takes the LR image itself and upsamples at the end:
+conv 5x5 (d) -> shrink 1x1 (s) -> m x conv 3x3 (s) -> expand 1x1 (d), each followed by PReLU,
+then a 9x9 transposed convolution with stride = scale.
 """
 from __future__ import annotations
 
@@ -21,11 +27,13 @@ import torch
 from tqdm import tqdm
 from torch import nn
 
-# f1-f2-f3 of the paper's Table 1 / Fig. 8; n1=64, n2=32 throughout.
-ARCHS = {"9-1-5": (9, 1, 5), "9-3-5": (9, 3, 5), "9-5-5": (9, 5, 5)}
+# SRCNN f1-f2-f3 of the paper's Table 1 / Fig. 8 (n1=64, n2=32 throughout); FSRCNN (d, s, m) of its Section 3.
+ARCHS = {"9-1-5": (9, 1, 5), "9-3-5": (9, 3, 5), "9-5-5": (9, 5, 5), "fsrcnn": (56, 12, 4), "fsrcnn-s": (32, 5, 1)}
 
 
 class SRCNN(nn.Module):
+    takes_lr = False  # input: the bicubic-upscaled image
+
     def __init__(self, f1: int = 9, f2: int = 5, f3: int = 5, n1: int = 64, n2: int = 32,
                  channels: int = 1, padding: str = "same", paper_init: bool = False) -> None:
         super().__init__()
@@ -57,14 +65,55 @@ class SRCNN(nn.Module):
 
     def config(self) -> dict:
         """Everything needed to rebuild this network, stored beside its weights."""
-        return {"f1": self.conv1.kernel_size[0], "f2": self.conv2.kernel_size[0], "f3": self.conv3.kernel_size[0],
-                "n1": self.conv1.out_channels, "n2": self.conv2.out_channels,
+        return {"model": "srcnn", "f1": self.conv1.kernel_size[0], "f2": self.conv2.kernel_size[0],
+                "f3": self.conv3.kernel_size[0], "n1": self.conv1.out_channels, "n2": self.conv2.out_channels,
                 "channels": self.conv1.in_channels, "padding": self.padding}
 
 
-def build_model(arch: str = "9-5-5", channels: int = 1, padding: str = "same", paper_init: bool = False) -> SRCNN:
+def _conv_prelu(c_in: int, c_out: int, k: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2), nn.PReLU(c_out))
+
+
+class FSRCNN(nn.Module):
+    takes_lr = True  # input: the LR image; the last layer upsamples by `scale`
+    border = 0
+    padding = "same"
+
+    def __init__(self, scale: int, d: int = 56, s: int = 12, m: int = 4, channels: int = 1) -> None:
+        super().__init__()
+        self.scale = scale
+        self.feature = _conv_prelu(channels, d, 5)
+        self.shrink = _conv_prelu(d, s, 1)
+        self.mapping = nn.Sequential(*[layer for _ in range(m) for layer in _conv_prelu(s, s, 3)])
+        self.expand = _conv_prelu(s, d, 1)
+        # output side: (n - 1) * scale - 2 * 4 + 9 + (scale - 1) = n * scale
+        self.deconv = nn.ConvTranspose2d(d, channels, 9, stride=scale, padding=4, output_padding=scale - 1)
+        for module in self.modules():  # Section 4.2: He et al.'s init for the convolutions (PReLU), N(0, 0.001^2) for the deconvolution
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=0.25, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.deconv.weight, std=1e-3)
+        nn.init.zeros_(self.deconv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.deconv(self.expand(self.mapping(self.shrink(self.feature(x)))))
+
+    def super_resolve(self, lr: torch.Tensor) -> torch.Tensor:
+        return self(lr)
+
+    def config(self) -> dict:
+        return {"model": "fsrcnn", "d": self.feature[0].out_channels, "s": self.shrink[0].out_channels,
+                "m": len(self.mapping) // 2, "channels": self.feature[0].in_channels, "scale": self.scale}
+
+
+def build_model(arch: str = "9-5-5", channels: int = 1, padding: str = "same", paper_init: bool = False,
+                scale: int = 3) -> SRCNN | FSRCNN:
+    """A network by name: an SRCNN f1-f2-f3 (padding, init options) or FSRCNN / FSRCNN-s (for `scale`)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
+    if arch.startswith("fsrcnn"):
+        d, s, m = ARCHS[arch]
+        return FSRCNN(scale, d, s, m, channels)
     f1, f2, f3 = ARCHS[arch]
     return SRCNN(f1, f2, f3, channels=channels, padding=padding, paper_init=paper_init)
 
@@ -81,15 +130,38 @@ def _state_dict_of(obj: object, path: Path) -> tuple[dict, dict]:
         return obj["model_state_dict"], {}
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, {}  # a plain state_dict
-    raise WeightsError(f"{path}: no SRCNN state dict found (expected conv1/conv2/conv3 weights)")
+    raise WeightsError(f"{path}: no state dict found (expected SRCNN conv1/conv2/conv3 or FSRCNN weights)")
 
 
-def load_model(path: str | Path, padding: str | None = None) -> tuple[SRCNN, dict]:
-    """Load SRCNN weights, building the network from the shapes it finds.
+def _srcnn_for(state: dict, meta: dict, padding: str | None, path: Path) -> SRCNN:
+    names = [f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")]
+    missing = [n for n in names if n not in state]
+    if missing or any(state[n].dim() != (4 if n.endswith("weight") else 1) for n in names):
+        raise WeightsError(f"{path}: not SRCNN weights (missing or malformed: {', '.join(missing) or 'tensor ranks'})")
+    w1, w2, w3 = state["conv1.weight"], state["conv2.weight"], state["conv3.weight"]
+    if w2.shape[1] != w1.shape[0] or w3.shape[1] != w2.shape[0] or w3.shape[0] != w1.shape[1]:
+        raise WeightsError(f"{path}: layer shapes do not chain: conv1 {tuple(w1.shape)}, "
+                           f"conv2 {tuple(w2.shape)}, conv3 {tuple(w3.shape)}")
+    return SRCNN(f1=w1.shape[-1], f2=w2.shape[-1], f3=w3.shape[-1], n1=w1.shape[0], n2=w2.shape[0],
+                 channels=w1.shape[1], padding=padding or meta.get("padding", "same"))
+
+
+def _fsrcnn_for(state: dict, meta: dict, scale: int | None, path: Path) -> FSRCNN:
+    scale = meta.get("scale") or scale
+    if not scale:  # the stride of the deconvolution is not in its weights
+        raise WeightsError(f"{path}: FSRCNN weights without a recorded scale; pass --scale")
+    mapping = [k for k in state if re.fullmatch(r"mapping\.\d+\.weight", k) and state[k].dim() == 4]
+    feature = state["feature.0.weight"]
+    return FSRCNN(scale, d=feature.shape[0], s=state["shrink.0.weight"].shape[0], m=len(mapping), channels=feature.shape[1])
+
+
+def load_model(path: str | Path, padding: str | None = None, scale: int | None = None) -> tuple[SRCNN | FSRCNN, dict]:
+    """Load SRCNN or FSRCNN weights, building the network from the shapes it finds.
 
     Reads this project's files ({"model", "meta"}), {"model_state_dict": ...} checkpoints and plain
-    conv1/conv2/conv3 state dicts (e.g. yjn870/SRCNN-pytorch; "module." prefixes from DataParallel
-    are dropped). `padding` overrides the stored padding ("same" when a file does not say).
+    state dicts (SRCNN's conv1/conv2/conv3, e.g. yjn870/SRCNN-pytorch; "module." prefixes from
+    DataParallel are dropped). `padding` overrides SRCNN's stored padding ("same" when a file does
+    not say); `scale` is needed only for FSRCNN weights that do not record theirs.
     Returns (model in eval mode, metadata dict).
     """
     path = Path(path)
@@ -101,20 +173,13 @@ def load_model(path: str | Path, padding: str | None = None) -> tuple[SRCNN, dic
         raise WeightsError(f"{path}: not a loadable weights file ({str(err).splitlines()[0]})") from None
     state, meta = _state_dict_of(obj, path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    names = [f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")]
-    missing = [n for n in names if n not in state]
-    if missing or any(state[n].dim() != (4 if n.endswith("weight") else 1) for n in names):
-        raise WeightsError(f"{path}: not SRCNN weights (missing or malformed: {', '.join(missing) or 'tensor ranks'})")
-    w1, w2, w3 = state["conv1.weight"], state["conv2.weight"], state["conv3.weight"]
-    if w2.shape[1] != w1.shape[0] or w3.shape[1] != w2.shape[0] or w3.shape[0] != w1.shape[1]:
-        raise WeightsError(f"{path}: layer shapes do not chain: conv1 {tuple(w1.shape)}, "
-                           f"conv2 {tuple(w2.shape)}, conv3 {tuple(w3.shape)}")
-    model = SRCNN(f1=w1.shape[-1], f2=w2.shape[-1], f3=w3.shape[-1], n1=w1.shape[0], n2=w2.shape[0],
-                  channels=w1.shape[1], padding=padding or meta.get("padding", "same"))
+    fsrcnn = "feature.0.weight" in state
+    model = _fsrcnn_for(state, meta, scale, path) if fsrcnn else _srcnn_for(state, meta, padding, path)
     try:
-        model.load_state_dict({n: state[n] for n in names})
+        model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})
     except RuntimeError as err:
-        raise WeightsError(f"{path}: weights do not fit SRCNN ({str(err).splitlines()[-1].strip()})") from None
+        raise WeightsError(f"{path}: weights do not fit {'FSRCNN' if fsrcnn else 'SRCNN'} "
+                           f"({str(err).splitlines()[-1].strip()})") from None
     return model.eval(), meta
 
 

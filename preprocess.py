@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets import benchmark_pairs
-from utils import ImageError, degrade, list_images, load_image, modcrop, upscale_bicubic, y_channel
+from utils import ImageError, degrade, list_images, load_image, modcrop, y_channel
 
 PRESETS = {  # patch size, stride, blur sigma
     "paper": (33, 14, 0.0),  # SRCNN paper, Section 4.1 (T91, 33x33 sub-images, stride 14)
@@ -47,23 +47,31 @@ def cut_patches(image: np.ndarray, size: int, stride: int) -> np.ndarray:
     return np.stack([image[y:y + size, x:x + size] for y, x in corners]) if corners else np.empty((0, size, size), np.uint8)
 
 
-def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float) -> tuple[Path, object]:
-    """(path, (lr, hr) uint8 Y patches) for one image, or (path, reason) when it must be skipped."""
+def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float, lr_size: bool) -> tuple[Path, object]:
+    """(path, (lr, hr) uint8 Y patches) for one image, or (path, reason) when it must be skipped.
+
+    The LR patches are cut from the bicubic-upscaled image (SRCNN's input), or with `lr_size` from
+    the LR image itself (FSRCNN's): size // scale pixels on a stride // scale grid, each matched to
+    the HR patch it covers.
+    """
     try:
         hr = modcrop(load_image(path), scale)
     except ImageError as err:
         return path, str(err)
     if min(hr.shape[:2]) < size:
         return path, f"{path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the {size}x{size} patch size"
-    _, bicubic = degrade(hr, scale, blur_sigma)
-    lr_y, hr_y = (y_channel(im).astype(np.uint8) for im in (bicubic, hr))
-    return path, (cut_patches(lr_y, size, stride), cut_patches(hr_y, size, stride))
+    lr, bicubic = degrade(hr, scale, blur_sigma)
+    hr_y = y_channel(hr).astype(np.uint8)
+    if not lr_size:
+        return path, (cut_patches(y_channel(bicubic).astype(np.uint8), size, stride), cut_patches(hr_y, size, stride))
+    small, step = size // scale, max(1, stride // scale)
+    return path, (cut_patches(y_channel(lr).astype(np.uint8), small, step), cut_patches(hr_y, small * scale, step * scale))
 
 
-def write_patches(out: h5py.File, results, size: int, root: Path, progress: tqdm) -> tuple[int, list[str]]:
+def write_patches(out: h5py.File, results, lr_side: int, hr_side: int, root: Path, progress: tqdm) -> tuple[int, list[str]]:
     """Append every image's patches to resizable datasets as they arrive; memory stays one image deep."""
-    lr_set, hr_set = (out.create_dataset(name, shape=(0, size, size), maxshape=(None, size, size), dtype=np.uint8,
-                                         chunks=(1, size, size)) for name in ("lr", "hr"))
+    lr_set, hr_set = (out.create_dataset(name, shape=(0, side, side), maxshape=(None, side, side), dtype=np.uint8,
+                                         chunks=(1, side, side)) for name, side in (("lr", lr_side), ("hr", hr_side)))
     sources, counts, skipped = [], [], []
     for path, result in results:
         progress.update()
@@ -85,12 +93,12 @@ def write_patches(out: h5py.File, results, size: int, root: Path, progress: tqdm
 
 
 def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, progress: tqdm) -> tuple[int, list[str]]:
-    """Whole images for validation: groups bicubic/<i> and hr/<i> of uint8 Y, each with its name."""
+    """Whole images for validation: groups lr/<i> and hr/<i> of uint8 images (RGB or gray), each with its name."""
     count = 0
     for name, hr, lr in benchmark_pairs(folder, scale, blur_sigma):
         progress.update()
-        for group, image in (("bicubic", upscale_bicubic(lr, scale)), ("hr", hr)):
-            out.create_dataset(f"{group}/{count}", data=y_channel(image).astype(np.uint8)).attrs["name"] = name
+        for group, image in (("lr", lr), ("hr", hr)):
+            out.create_dataset(f"{group}/{count}", data=image).attrs["name"] = name
         count += 1
     return count, []
 
@@ -109,6 +117,8 @@ def main() -> None:
     parser.add_argument("--stride", type=int, help="overrides the preset")
     parser.add_argument("--blur-sigma", type=float, help="Gaussian blur before downscaling (0 = none); overrides the preset")
     parser.add_argument("--max-images", type=int, help="use only the first N images (sorted by path)")
+    parser.add_argument("--lr-size", action="store_true",
+                        help="LR patches at LR size (for FSRCNN), not bicubic-upscaled (for SRCNN)")
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
     parser.add_argument("--output", type=Path, help="default: output/<source>_x<scale>[_eval].h5")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes cutting images")
@@ -119,6 +129,8 @@ def main() -> None:
     blur_sigma = blur_sigma if args.blur_sigma is None else args.blur_sigma
     if size < 1 or stride < 1 or blur_sigma < 0 or args.workers < 1:
         parser.error("--patch-size, --stride and --workers must be positive, --blur-sigma not negative")
+    if args.lr_size and size < args.scale:
+        parser.error(f"--patch-size {size} is smaller than the scale")
     if args.eval and args.holopix50k:
         parser.error("--eval reads a folder of images (--images)")
     root = args.images or args.holopix50k
@@ -131,7 +143,8 @@ def main() -> None:
 
     # Set5/x3 -> Set5: a benchmark folder is named after its set, not its scale
     name = (root.parent.name if root.name == f"x{args.scale}" else root.name) if args.images else f"holopix50k_{args.split}"
-    output = args.output or Path("output") / f"{name}_x{args.scale}{'_eval' if args.eval else ''}.h5"
+    suffix = "_eval" if args.eval else "_lr" if args.lr_size else ""
+    output = args.output or Path("output") / f"{name}_x{args.scale}{suffix}.h5"
     output.parent.mkdir(parents=True, exist_ok=True)
     partial_path = output.with_name(output.name + ".partial")  # renamed only once complete
     total = sum(not p.stem.endswith("_LR") for p in paths) if args.eval else len(paths)  # an LR file is no image of its own
@@ -144,13 +157,16 @@ def main() -> None:
             if args.eval:
                 count, skipped = write_eval(out, root, args.scale, blur_sigma, progress)
             else:
-                out.attrs.update(patch_size=size, stride=stride, preset=args.preset)
-                work = partial(patches_of, scale=args.scale, size=size, stride=stride, blur_sigma=blur_sigma)
+                lr_side, hr_side = (size // args.scale, size // args.scale * args.scale) if args.lr_size else (size, size)
+                out.attrs.update(patch_size=hr_side, lr_patch_size=lr_side, stride=stride, preset=args.preset,
+                                 lr_size=args.lr_size)
+                work = partial(patches_of, scale=args.scale, size=size, stride=stride, blur_sigma=blur_sigma,
+                               lr_size=args.lr_size)
                 if args.workers == 1:
-                    count, skipped = write_patches(out, map(work, paths), size, root, progress)
+                    count, skipped = write_patches(out, map(work, paths), lr_side, hr_side, root, progress)
                 else:
                     with multiprocessing.Pool(args.workers) as pool:
-                        count, skipped = write_patches(out, pool.imap(work, paths), size, root, progress)
+                        count, skipped = write_patches(out, pool.imap(work, paths), lr_side, hr_side, root, progress)
         progress.close()
         if count == 0:
             raise SystemExit(f"error: no {'images' if args.eval else 'patches'} written: all {len(paths)} images were skipped")
@@ -161,7 +177,7 @@ def main() -> None:
         progress.close()
         partial_path.unlink(missing_ok=True)
     used = total - len(skipped)
-    print(f"wrote {output}: {count} {'images' if args.eval else f'{size}x{size} patches'} from {used} images"
+    print(f"wrote {output}: {count} {'images' if args.eval else 'patch pairs'} from {used} images"
           f" ({len(skipped)} skipped), scale {args.scale}, blur sigma {blur_sigma}")
 
 

@@ -22,7 +22,7 @@ from skimage import data as skimage_data
 from tqdm import tqdm
 
 from datasets import benchmark_pairs
-from models import SRCNN, WeightsError, choose_device, download_weights, load_model
+from models import FSRCNN, SRCNN, WeightsError, choose_device, download_weights, load_model
 from utils import (ImageError, degrade, list_images, load_image, modcrop, psnr, rgb2ycbcr, save_image, ssim,
                    to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
 
@@ -31,13 +31,15 @@ SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with
 
 
 @torch.no_grad()
-def super_resolve(model: SRCNN, bicubic: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """SRCNN on the Y (or gray) channel of a uint8 bicubic image, Cb/Cr kept from bicubic.
+def super_resolve(model: SRCNN | FSRCNN, lr: np.ndarray, bicubic: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """The network on the Y (or gray) channel, Cb/Cr kept from the uint8 bicubic image.
 
-    Returns (uint8 image, its 8-bit Y): the Y the network wrote is what gets measured, as in
-    train.py's validation (re-deriving Y from the RGB file can move a pixel by one level).
+    SRCNN reads the bicubic image, FSRCNN the LR one. Returns (uint8 image, its 8-bit Y): the Y the
+    network wrote is what gets measured, as in train.py's validation (re-deriving Y from the RGB
+    file can move a pixel by one level).
     """
-    x = torch.from_numpy((y_channel(bicubic) / 255).astype(np.float32))[None, None].to(device)
+    source = lr if model.takes_lr else bicubic
+    x = torch.from_numpy((y_channel(source) / 255).astype(np.float32))[None, None].to(device)
     sr_y = to_uint8(model.super_resolve(x).clamp(0, 1).squeeze().cpu().numpy() * 255).astype(np.float64)
     if bicubic.ndim == 2:
         return to_uint8(sr_y), sr_y
@@ -59,17 +61,17 @@ def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
     return np.concatenate([part for im in images for part in (im, spacer)][:-1], axis=1)
 
 
-def process_image(model: SRCNN, image: np.ndarray, name: str, args: argparse.Namespace, device: torch.device) -> None:
+def process_image(model: SRCNN | FSRCNN, image: np.ndarray, name: str, args: argparse.Namespace, device: torch.device) -> None:
     """Write <name>_bicubic_xS.png, <name>_srcnn_xS.png and <name>_comparison_xS.png; print scores for HR input."""
     s = args.scale
     if args.lr:
-        hr, bicubic = None, upscale_bicubic(image, s)
+        hr, lr, bicubic = None, image, upscale_bicubic(image, s)
     else:
         hr = modcrop(image, s)
         if min(hr.shape[:2]) < 2 * s:
             raise ImageError(f"{name}: {hr.shape[1]}x{hr.shape[0]} is too small to downscale by {s}")
-        bicubic = degrade(hr, s, args.blur_sigma)[1]
-    sr, sr_y = super_resolve(model, bicubic, device)
+        lr, bicubic = degrade(hr, s, args.blur_sigma)
+    sr, sr_y = super_resolve(model, lr, bicubic, device)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save_image(args.output_dir / f"{name}_bicubic_x{s}.png", bicubic)
     save_image(args.output_dir / f"{name}_srcnn_x{s}.png", sr)
@@ -81,12 +83,12 @@ def process_image(model: SRCNN, image: np.ndarray, name: str, args: argparse.Nam
         print(f"{name} x{s}: bicubic PSNR {bp:.2f} dB SSIM {bs:.4f} | SRCNN PSNR {p:.2f} dB SSIM {ss:.4f} -> {args.output_dir}")
 
 
-def evaluate_dataset(model: SRCNN, folder: Path, scale: int, device: torch.device) -> dict:
+def evaluate_dataset(model: SRCNN | FSRCNN, folder: Path, scale: int, device: torch.device) -> dict:
     """Per-image and mean PSNR/SSIM of bicubic and SRCNN on a benchmark folder."""
     rows = []
     for name, hr, lr in tqdm(list(benchmark_pairs(folder, scale)), desc=f"{folder} x{scale}", unit="img", file=sys.stderr):
         bicubic = upscale_bicubic(lr, scale)
-        (bp, bs), (p, ss) = scores(hr, y_channel(bicubic), scale), scores(hr, super_resolve(model, bicubic, device)[1], scale)
+        (bp, bs), (p, ss) = scores(hr, y_channel(bicubic), scale), scores(hr, super_resolve(model, lr, bicubic, device)[1], scale)
         rows.append({"image": name, "bicubic_psnr": bp, "bicubic_ssim": bs, "srcnn_psnr": p, "srcnn_ssim": ss})
     mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key != "image"}
     return {"dataset": str(folder), "scale": scale, "images": rows, "mean": mean}
@@ -124,7 +126,9 @@ def main() -> None:
     try:
         if str(weights).startswith(("http://", "https://")):
             weights = download_weights(str(weights), args.sha256, allow_http=args.allow_http)
-        model, meta = load_model(weights, padding=args.padding)
+        model, meta = load_model(weights, padding=args.padding, scale=args.scale)
+        if model.takes_lr and model.scale != args.scale:  # FSRCNN's deconvolution fixes its scale
+            raise WeightsError(f"{weights}: FSRCNN weights for x{model.scale}, not --scale {args.scale}")
         if meta.get("scale", args.scale) != args.scale:
             print(f"warning: {weights} was trained for x{meta['scale']}, used here at x{args.scale}", file=sys.stderr)
         model = model.to(device)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import losses
 from datasets import EvalDataset, PatchDataset
-from models import ARCHS, SRCNN, WeightsError, build_model, choose_device, load_model
+from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, choose_device, load_model
 from utils import ImageError, filter_grid, psnr, ssim, to_uint8
 
 
@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="preprocess.py --eval HDF5, or a folder of HR images / HR-LR pairs (Set5/x3)")
     parser.add_argument("--outputs-dir", type=Path, help="run folder (default: runs/srcnn_x<scale>)")
     parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
-    parser.add_argument("--arch", default="9-5-5", choices=sorted(ARCHS), help="f1-f2-f3 filter sizes")
+    parser.add_argument("--arch", default="9-5-5", choices=list(ARCHS),
+                        help="SRCNN f1-f2-f3 filter sizes, or fsrcnn / fsrcnn-s (needs --lr-size patches)")
     parser.add_argument("--padding", default="same", choices=["same", "valid"],
                         help="valid = the paper's (loss on the centre of each patch)")
     parser.add_argument("--paper-init", action="store_true", help="weights ~ N(0, 0.001^2), zero biases")
@@ -69,10 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def make_optimizer(model: SRCNN, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """The paper's per-layer rates: conv1/conv2 at --lr, the reconstruction layer 10x lower."""
-    groups = [{"params": [*model.conv1.parameters(), *model.conv2.parameters()], "lr": args.lr},
-              {"params": model.conv3.parameters(), "lr": args.lr * args.last_lr_ratio}]
+def make_optimizer(model: SRCNN | FSRCNN, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """The papers' per-layer rates: --lr for all but the last layer (SRCNN's conv3, FSRCNN's
+    deconvolution), which learns --last-lr-ratio (0.1) times slower."""
+    last = model.deconv if isinstance(model, FSRCNN) else model.conv3
+    rest = [p for name, p in model.named_parameters() if not name.startswith(("conv3.", "deconv."))]
+    groups = [{"params": rest, "lr": args.lr}, {"params": last.parameters(), "lr": args.lr * args.last_lr_ratio}]
     if args.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=args.momentum)
     return torch.optim.Adam(groups)
@@ -85,13 +88,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
 
 
 @torch.no_grad()
-def validate(model: SRCNN, dataset: EvalDataset, scale: int, device: torch.device) -> dict:
+def validate(model: SRCNN | FSRCNN, dataset: EvalDataset, scale: int, device: torch.device) -> dict:
     """Mean PSNR/SSIM/MS-SSIM on the SR protocol, and the first image's (bicubic, SR, HR) Y for logging."""
     model.eval()
     scores = {"psnr": [], "ssim": [], "ms_ssim": [], "bicubic_psnr": []}
     first = None
-    for name, bicubic, hr in dataset:
-        sr = model.super_resolve(bicubic.unsqueeze(0).to(device)).clamp(0, 1).squeeze().cpu().numpy()
+    for name, lr, bicubic, hr in dataset:
+        x = lr if model.takes_lr else bicubic
+        sr = model.super_resolve(x.unsqueeze(0).to(device)).clamp(0, 1).squeeze().cpu().numpy()
         sr_y, hr_y, bicubic_y = to_uint8(sr * 255).astype(np.float64), hr.squeeze().numpy() * 255, bicubic.squeeze().numpy() * 255
         scores["psnr"].append(psnr(hr_y, sr_y, scale))
         scores["ssim"].append(ssim(hr_y, sr_y, scale))
@@ -125,10 +129,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {err}") from None
     if train_set.attrs.get("scale", args.scale) != args.scale:
         raise SystemExit(f"error: {args.train_file} was made for scale {train_set.attrs['scale']}, not --scale {args.scale}")
+    is_fsrcnn = args.arch.startswith("fsrcnn")
+    if bool(train_set.attrs.get("lr_size", False)) != is_fsrcnn:
+        raise SystemExit(f"error: {args.train_file}: --arch {args.arch} needs patches made "
+                         f"{'with' if is_fsrcnn else 'without'} preprocess.py --lr-size")
     if args.loss == "ms-ssim":
         losses.ms_ssim_window(int(train_set.attrs.get("patch_size", 33)))  # fails early if patches are too small
 
-    model = build_model(args.arch, padding=args.padding, paper_init=args.paper_init)
+    model = build_model(args.arch, padding=args.padding, paper_init=args.paper_init, scale=args.scale)
     if args.init:
         try:
             model.load_state_dict(load_model(args.init)[0].state_dict())
@@ -204,8 +212,9 @@ def main(argv: list[str] | None = None) -> None:
         if (epoch + 1) % args.image_every == 0 or epoch == start_epoch:
             strip = to_uint8(scores["strip"])
             writer.add_image("val/bicubic_srcnn_hr", strip[None], step, dataformats="CHW")
-            weights = model.conv1.weight.detach().cpu().numpy()[:, 0]
-            writer.add_image("filters/conv1", filter_grid(weights)[None], step, dataformats="CHW")
+            first = model.feature[0] if isinstance(model, FSRCNN) else model.conv1
+            weights = first.weight.detach().cpu().numpy()[:, 0]
+            writer.add_image("filters/first_layer", filter_grid(weights)[None], step, dataformats="CHW")
         writer.flush()
         improved = scores["psnr"] > best_psnr
         best_psnr = max(best_psnr, scores["psnr"])

@@ -47,7 +47,8 @@ def test_eval_set_from_a_folder_equals_the_one_from_hdf5(data, tmp_path):
     assert run("preprocess.py", "--images", folder, "--scale", 4, "--eval", "--output", tmp_path / "e.h5").returncode == 0
     from_folder, from_h5 = EvalDataset(folder, 4), EvalDataset(tmp_path / "e.h5", 4)
     assert len(from_folder) == len(from_h5) == 5
-    for (n1, b1, h1), (n2, b2, h2) in zip(from_folder, from_h5):
+    for (n1, *images1), (n2, *images2) in zip(from_folder, from_h5):
         assert n1 == n2
-        assert torch.equal(b1, b2) and torch.equal(h1, h2)
-        assert b1.shape == h1.shape and 0 <= b1.min() and b1.max() <= 1
+        assert all(torch.equal(a, b) for a, b in zip(images1, images2))
+        lr, bicubic, hr = images1
+        assert bicubic.shape == hr.shape and lr.shape[1] * 4 == hr.shape[1] and 0 <= bicubic.min() and bicubic.max() <= 1

@@ -2,10 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from models import ARCHS, SRCNN, WeightsError, build_model, load_model
+from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, load_model
+
+SRCNN_ARCHS = [arch for arch in ARCHS if not arch.startswith("fsrcnn")]
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("arch", SRCNN_ARCHS)
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_shapes_follow_the_paper(arch, padding):
     model = build_model(arch, padding=padding)
@@ -85,3 +87,29 @@ def test_load_model_never_unpickles_code(tmp_path):
 def test_srcnn_rejects_unknown_padding():
     with pytest.raises(ValueError, match="padding"):
         SRCNN(padding="reflect")
+
+
+@pytest.mark.parametrize("arch,d,s,m", [("fsrcnn", 56, 12, 4), ("fsrcnn-s", 32, 5, 1)])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_fsrcnn_follows_its_paper(arch, d, s, m, scale):
+    model = build_model(arch, scale=scale)
+    assert isinstance(model, FSRCNN) and model.takes_lr
+    convs = [mod for mod in model.modules() if isinstance(mod, nn.Conv2d)]
+    assert [c.kernel_size[0] for c in convs] == [5, 1] + [3] * m + [1]
+    assert [c.out_channels for c in convs] == [d, s] + [s] * m + [d]
+    assert sum(isinstance(mod, nn.PReLU) for mod in model.modules()) == m + 3
+    assert model.deconv.kernel_size == (9, 9) and model.deconv.stride == (scale, scale)
+    assert model(torch.rand(2, 1, 11, 13)).shape == (2, 1, 11 * scale, 13 * scale)
+
+
+def test_fsrcnn_weights_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("fsrcnn-s", scale=4)
+    torch.save({"model": model.state_dict(), "meta": model.config()}, tmp_path / "ours.pth")
+    torch.save(model.state_dict(), tmp_path / "plain.pth")
+    x = torch.rand(1, 1, 10, 10)
+    loaded, _ = load_model(tmp_path / "ours.pth")
+    torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(WeightsError, match="plain.pth: FSRCNN weights without a recorded scale"):
+        load_model(tmp_path / "plain.pth")
+    torch.testing.assert_close(load_model(tmp_path / "plain.pth", scale=4)[0](x), model(x))

@@ -65,8 +65,9 @@ def test_eval_mode_stores_whole_images(data, tmp_path):
     out = tmp_path / "set5.h5"
     assert run("preprocess.py", "--images", need(data / "Set5" / "x3"), "--scale", 3, "--eval", "--output", out).returncode == 0
     with h5py.File(out) as f:
-        assert len(f["hr"]) == len(f["bicubic"]) == 5
-        assert f["hr"]["0"].shape == (510, 510) and f["hr"]["0"].attrs["name"] == "img_001_SRF_3"
+        assert len(f["hr"]) == len(f["lr"]) == 5
+        assert f["hr"]["0"].shape == (510, 510, 3) and f["lr"]["0"].shape == (170, 170, 3)
+        assert f["hr"]["0"].attrs["name"] == "img_001_SRF_3"
 
 
 def test_holopix_layout(tmp_path):
@@ -97,6 +98,21 @@ def test_bad_images_are_skipped_and_counted(tmp_path):
                           ("cut.png", "not a readable image")):
         assert any(name in line and problem in line for line in result.stderr.splitlines()), (name, result.stderr)
     assert "from 1 images (3 skipped)" in result.stdout
+
+
+def test_lr_size_patches_pair_each_lr_patch_with_the_hr_patch_it_covers(t91_subset, tmp_path):
+    out = tmp_path / "fsrcnn.h5"
+    assert run("preprocess.py", "--images", t91_subset, "--scale", 3, "--lr-size", "--output", out).returncode == 0
+    first = sorted(t91_subset.iterdir())[0]
+    hr = modcrop(load_image(first), 3)
+    lr = degrade(hr, 3)[0]
+    with h5py.File(out) as f:
+        assert f["lr"].shape[1:] == (11, 11) and f["hr"].shape[1:] == (33, 33) and len(f["lr"]) == len(f["hr"])
+        assert f.attrs["lr_size"] and f.attrs["lr_patch_size"] == 11
+        per_row = len(range(0, hr.shape[1] // 3 - 11 + 1, 4))  # LR stride 14 // 3 = 4, HR stride 12
+        np.testing.assert_array_equal(f["lr"][1], y_channel(lr)[0:11, 4:15])
+        np.testing.assert_array_equal(f["hr"][1], y_channel(hr)[0:33, 12:45])
+        np.testing.assert_array_equal(f["hr"][per_row], y_channel(hr)[12:45, 0:33])
 
 
 @pytest.mark.parametrize("case", ["empty", "all-bad", "scale-1", "scale-7", "missing"])

@@ -121,7 +121,7 @@ def test_tensorboard_shows_the_run(tmp_path, tiny_eval):
         assert len(points) == 2 and all(np.isfinite(p[2]) for p in points)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/images/tags", timeout=5) as response:
             images = json.load(response).get(".", {})
-        assert "val/bicubic_srcnn_hr" in images and "filters/conv1" in images
+        assert "val/bicubic_srcnn_hr" in images and "filters/first_layer" in images
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -1,0 +1,60 @@
+"""Inference speed of SRCNN 9-5-5 and FSRCNN / FSRCNN-s on the same 720p output, fp32 eager PyTorch.
+
+    python benchmarks/speed.py --scale 3              # CPU, all cores torch uses by default
+    python benchmarks/speed.py --scale 3 --device cuda
+
+SRCNN runs on the 1278x720 bicubic image, FSRCNN on the 426x240 LR image it comes from (x3). Each
+network runs `--repeats` times after a warm-up; the median time gives megapixels of output per second.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from models import build_model, choose_device  # noqa: E402
+
+
+@torch.no_grad()
+def megapixels_per_second(model: torch.nn.Module, x: torch.Tensor, output_pixels: int, repeats: int) -> float:
+    model(x)  # warm-up: allocator, kernel choice
+    times = []
+    for _ in range(repeats):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return output_pixels / statistics.median(times) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args()
+    device = choose_device(args.device)
+    width, height = 1280 // args.scale * args.scale, 720 // args.scale * args.scale
+    pixels = width * height
+    torch.manual_seed(0)
+    results = {}
+    for arch in ("9-5-5", "fsrcnn", "fsrcnn-s"):
+        model = build_model(arch, scale=args.scale).to(device).eval()
+        side = (height, width) if not model.takes_lr else (height // args.scale, width // args.scale)
+        results[arch] = megapixels_per_second(model, torch.rand(1, 1, *side, device=device), pixels, args.repeats)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{width}x{height} output, x{args.scale}, {name}, torch {torch.__version__}")
+    for arch, mps in results.items():
+        print(f"{arch:<9} {mps:8.2f} MP/s  ({results[arch] / results['9-5-5']:.1f}x SRCNN 9-5-5)")
+
+
+if __name__ == "__main__":
+    main()
