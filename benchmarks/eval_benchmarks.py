@@ -1,8 +1,10 @@
 """Evaluate the shipped weights on Set5 and Set14 at x2, x3 and x4 and write the README's results table.
 
-    python benchmarks/eval_benchmarks.py --data ../shared/data     # -> results/benchmarks.md, .json
+    python benchmarks/eval_benchmarks.py --data ../shared/data     # -> results/benchmarks.md, .json, README.md
 
-Each cell is exactly what `python test.py --dataset DATA/SET/xS --scale S` prints as its mean.
+Each cell is exactly what `python test.py --dataset DATA/SET/xS --scale S` prints as its mean. The
+table also replaces the one between the results markers of README.md, so the README never drifts
+from the shipped weights (tests/test_readme.py checks it).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test
 from models import load_model  # noqa: E402
 from test import evaluate_dataset  # noqa: E402
 
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 # SRCNN 9-5-5 trained on ImageNet: TPAMI 2015, Tables 2 and 3 (PSNR dB, SSIM)
 PAPER = {("Set5", 2): (36.66, 0.9542), ("Set5", 3): (32.75, 0.9090), ("Set5", 4): (30.49, 0.8628),
          ("Set14", 2): (32.45, 0.9067), ("Set14", 3): (29.30, 0.8215), ("Set14", 4): (27.50, 0.7513)}
@@ -46,6 +49,10 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".md").write_text(table + "\n")
     args.output.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START in text and END in text:
+        readme.write_text(text[: text.index(START) + len(START)] + "\n" + table + "\n" + text[text.index(END):])
     print(table)
 
 
