@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils import ImageError, degrade, list_images, load_image, modcrop, upscale_bicubic, y_channel
+from utils import ImageError, degrade, list_images, load_image, modcrop, to_color, upscale_bicubic, y_channel
 
 
 def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
@@ -28,8 +28,8 @@ def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
 
 
 class PatchDataset(Dataset):
-    """(lr, hr) Y patches from a preprocess.py file, 1 x p x p and 1 x P x P in [0, 1] (p = P, or P / scale
-    for a --lr-size file).
+    """(lr, hr) patches from a preprocess.py file, C x p x p and C x P x P in [0, 1] (C = 1 for Y, 3 for
+    YCbCr/RGB; p = P, or P / scale for a --lr-size file).
 
     The file is opened lazily in each DataLoader worker (an h5py handle must not cross a fork), and
     patches are read one at a time, so no worker holds the file in memory. `augment` applies one of
@@ -52,8 +52,9 @@ class PatchDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.file is None:
             self.file = h5py.File(self.path, "r")
-        lr = torch.from_numpy(self.file["lr"][index]).float().div_(255).unsqueeze(0)
-        hr = torch.from_numpy(self.file["hr"][index]).float().div_(255).unsqueeze(0)
+        lr, hr = (torch.from_numpy(self.file[name][index]).float().div_(255) for name in ("lr", "hr"))
+        if lr.dim() == 2:  # Y patches are stored without a channel axis
+            lr, hr = lr.unsqueeze(0), hr.unsqueeze(0)
         if self.augment:  # torch's RNG, so DataLoader seeding makes it reproducible
             k, flip = torch.randint(4, ()).item(), torch.randint(2, ()).item()
             lr, hr = torch.rot90(lr, k, (1, 2)), torch.rot90(hr, k, (1, 2))
@@ -94,13 +95,15 @@ def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> 
 
 
 class EvalDataset(Dataset):
-    """Whole evaluation images: (name, LR Y, bicubic Y, HR Y), each a 1 x H x W tensor in [0, 1].
+    """Whole evaluation images: (name, LR, bicubic, HR Y), tensors in [0, 1].
 
-    `source` is a preprocess.py `--eval` HDF5 file or a folder read by `benchmark_pairs`. Y is
-    MATLAB's 8-bit Y (raw intensity for grayscale). Images differ in size: iterate it directly.
+    LR and bicubic are C x H x W in the network's colour space (`color`: "y", "ycbcr" or "rgb", see
+    utils.to_color); HR is always 1 x H x W of the protocol's Y (8-bit MATLAB Y, raw intensity for
+    grayscale), which `gray` marks. `source` is a preprocess.py `--eval` HDF5 file or a folder read by
+    `benchmark_pairs`. Images differ in size: iterate it directly.
     """
 
-    def __init__(self, source: str | Path, scale: int, blur_sigma: float = 0.0) -> None:
+    def __init__(self, source: str | Path, scale: int, blur_sigma: float = 0.0, color: str = "y") -> None:
         if Path(source).is_dir():
             pairs = list(benchmark_pairs(source, scale, blur_sigma))
         else:
@@ -109,11 +112,13 @@ class EvalDataset(Dataset):
                     raise ValueError(f"{source}: made for scale {f.attrs['scale']}, not {scale}")
                 pairs = [(str(f["hr"][key].attrs.get("name", key)), f["hr"][key][()], f["lr"][key][()])
                          for key in sorted(f["hr"], key=int)]
-        self.items = [(name, y_channel(lr), y_channel(upscale_bicubic(lr, scale)), y_channel(hr)) for name, hr, lr in pairs]
+        as_tensor = lambda x: torch.from_numpy(np.asarray(x / 255, dtype=np.float32)).permute(2, 0, 1)
+        self.items = [(name, as_tensor(to_color(lr, color)), as_tensor(to_color(upscale_bicubic(lr, scale), color)),
+                       as_tensor(y_channel(hr)[..., None])) for name, hr, lr in pairs]
+        self.gray = [hr.ndim == 2 for _, hr, _ in pairs]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
-        name, *images = self.items[index]
-        return (name, *(torch.from_numpy(np.asarray(y / 255, dtype=np.float32)).unsqueeze(0) for y in images))
+        return self.items[index]

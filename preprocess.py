@@ -1,10 +1,13 @@
-"""Cut a folder of images (or a Holopix50k split) into an HDF5 file of LR/HR Y patches for train.py.
+"""Cut a folder of images (or a Holopix50k split) into an HDF5 file of LR/HR patches for train.py.
 
 Each image is modcropped, optionally Gaussian-blurred, MATLAB-bicubic downscaled by --scale and
-upscaled back (SRCNN's input is the bicubic image); both are converted to the Y channel of MATLAB's
-rgb2ycbcr and cut into --patch-size patches every --stride pixels.
+upscaled back (SRCNN's input is the bicubic image; FSRCNN's, with --lr-size, the LR image); both are
+converted to the Y channel of MATLAB's rgb2ycbcr (or, with --channels 3, to YCbCr or RGB) and cut
+into --patch-size patches every --stride pixels.
 
     python preprocess.py --images ../shared/data/T91 --scale 3 --preset paper
+    python preprocess.py --images ../shared/data/T91 --scale 3 --lr-size                 # for FSRCNN
+    python preprocess.py --images ../shared/data/T91 --scale 3 --channels 3 --color rgb  # colour SRCNN
     python preprocess.py --images ../shared/data/Set5/x3 --scale 3 --eval
     python preprocess.py --holopix50k /data/Holopix50k --split train --preset holopix --max-images 5000
 """
@@ -23,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets import benchmark_pairs
-from utils import ImageError, degrade, list_images, load_image, modcrop, y_channel
+from utils import ImageError, degrade, list_images, load_image, modcrop, to_color, to_uint8
 
 PRESETS = {  # patch size, stride, blur sigma
     "paper": (33, 14, 0.0),  # SRCNN paper, Section 4.1 (T91, 33x33 sub-images, stride 14)
@@ -41,18 +44,21 @@ def holopix_images(root: Path, split: str, views: list[str]) -> list[Path]:
 
 
 def cut_patches(image: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """All size x size windows whose top-left corner lies on the stride grid, as N x size x size."""
-    h, w = image.shape
+    """All size x size windows whose top-left corner lies on the stride grid, as N x size x size (x C)."""
+    h, w = image.shape[:2]
     corners = [(y, x) for y in range(0, h - size + 1, stride) for x in range(0, w - size + 1, stride)]
-    return np.stack([image[y:y + size, x:x + size] for y, x in corners]) if corners else np.empty((0, size, size), np.uint8)
+    if not corners:
+        return np.empty((0, size, size) + image.shape[2:], image.dtype)
+    return np.stack([image[y:y + size, x:x + size] for y, x in corners])
 
 
-def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float, lr_size: bool) -> tuple[Path, object]:
-    """(path, (lr, hr) uint8 Y patches) for one image, or (path, reason) when it must be skipped.
+def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float, lr_size: bool,
+               color: str = "y") -> tuple[Path, object]:
+    """(path, (lr, hr) uint8 patches) for one image, or (path, reason) when it must be skipped.
 
     The LR patches are cut from the bicubic-upscaled image (SRCNN's input), or with `lr_size` from
     the LR image itself (FSRCNN's): size // scale pixels on a stride // scale grid, each matched to
-    the HR patch it covers.
+    the HR patch it covers. Patches are N x P x P for Y, N x 3 x P x P for YCbCr or RGB.
     """
     try:
         hr = modcrop(load_image(path), scale)
@@ -61,17 +67,23 @@ def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float
     if min(hr.shape[:2]) < size:
         return path, f"{path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the {size}x{size} patch size"
     lr, bicubic = degrade(hr, scale, blur_sigma)
-    hr_y = y_channel(hr).astype(np.uint8)
+
+    def cut(image: np.ndarray, side: int, step: int) -> np.ndarray:
+        patches = cut_patches(to_uint8(to_color(image, color)), side, step)
+        return patches[..., 0] if color == "y" else patches.transpose(0, 3, 1, 2)
+
     if not lr_size:
-        return path, (cut_patches(y_channel(bicubic).astype(np.uint8), size, stride), cut_patches(hr_y, size, stride))
+        return path, (cut(bicubic, size, stride), cut(hr, size, stride))
     small, step = size // scale, max(1, stride // scale)
-    return path, (cut_patches(y_channel(lr).astype(np.uint8), small, step), cut_patches(hr_y, small * scale, step * scale))
+    return path, (cut(lr, small, step), cut(hr, small * scale, step * scale))
 
 
-def write_patches(out: h5py.File, results, lr_side: int, hr_side: int, root: Path, progress: tqdm) -> tuple[int, list[str]]:
+def write_patches(out: h5py.File, results, lr_side: int, hr_side: int, channels: int, root: Path,
+                  progress: tqdm) -> tuple[int, list[str]]:
     """Append every image's patches to resizable datasets as they arrive; memory stays one image deep."""
-    lr_set, hr_set = (out.create_dataset(name, shape=(0, side, side), maxshape=(None, side, side), dtype=np.uint8,
-                                         chunks=(1, side, side)) for name, side in (("lr", lr_side), ("hr", hr_side)))
+    shape = lambda side: (channels, side, side) if channels > 1 else (side, side)
+    lr_set, hr_set = (out.create_dataset(name, shape=(0, *shape(side)), maxshape=(None, *shape(side)), dtype=np.uint8,
+                                         chunks=(1, *shape(side))) for name, side in (("lr", lr_side), ("hr", hr_side)))
     sources, counts, skipped = [], [], []
     for path, result in results:
         progress.update()
@@ -119,6 +131,8 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, help="use only the first N images (sorted by path)")
     parser.add_argument("--lr-size", action="store_true",
                         help="LR patches at LR size (for FSRCNN), not bicubic-upscaled (for SRCNN)")
+    parser.add_argument("--channels", type=int, default=1, choices=[1, 3], help="1: Y only (the paper's main setting)")
+    parser.add_argument("--color", default="ycbcr", choices=["ycbcr", "rgb"], help="colour space with --channels 3")
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
     parser.add_argument("--output", type=Path, help="default: output/<source>_x<scale>[_eval].h5")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes cutting images")
@@ -143,7 +157,8 @@ def main() -> None:
 
     # Set5/x3 -> Set5: a benchmark folder is named after its set, not its scale
     name = (root.parent.name if root.name == f"x{args.scale}" else root.name) if args.images else f"holopix50k_{args.split}"
-    suffix = "_eval" if args.eval else "_lr" if args.lr_size else ""
+    color = "y" if args.channels == 1 else args.color
+    suffix = "_eval" if args.eval else ("_lr" if args.lr_size else "") + ("" if color == "y" else f"_{color}")
     output = args.output or Path("output") / f"{name}_x{args.scale}{suffix}.h5"
     output.parent.mkdir(parents=True, exist_ok=True)
     partial_path = output.with_name(output.name + ".partial")  # renamed only once complete
@@ -152,7 +167,7 @@ def main() -> None:
     try:
         with h5py.File(partial_path, "w") as out:
             out.attrs.update(scale=args.scale, blur_sigma=blur_sigma, mode="eval" if args.eval else "patches",
-                             channel="Y (MATLAB rgb2ycbcr, uint8)", source=str(root), arguments=json.dumps(
+                             color=color, source=str(root), arguments=json.dumps(
                                  {k: str(v) for k, v in vars(args).items()}))
             if args.eval:
                 count, skipped = write_eval(out, root, args.scale, blur_sigma, progress)
@@ -161,12 +176,14 @@ def main() -> None:
                 out.attrs.update(patch_size=hr_side, lr_patch_size=lr_side, stride=stride, preset=args.preset,
                                  lr_size=args.lr_size)
                 work = partial(patches_of, scale=args.scale, size=size, stride=stride, blur_sigma=blur_sigma,
-                               lr_size=args.lr_size)
+                               lr_size=args.lr_size, color=color)
+                write = partial(write_patches, out, lr_side=lr_side, hr_side=hr_side, channels=args.channels, root=root,
+                                progress=progress)
                 if args.workers == 1:
-                    count, skipped = write_patches(out, map(work, paths), lr_side, hr_side, root, progress)
+                    count, skipped = write(map(work, paths))
                 else:
                     with multiprocessing.Pool(args.workers) as pool:
-                        count, skipped = write_patches(out, pool.imap(work, paths), lr_side, hr_side, root, progress)
+                        count, skipped = write(pool.imap(work, paths))
         progress.close()
         if count == 0:
             raise SystemExit(f"error: no {'images' if args.eval else 'patches'} written: all {len(paths)} images were skipped")

@@ -6,8 +6,10 @@
     python test.py --image-file small.png --lr --scale 3   # a real low-resolution image: just upscale
     python test.py --dataset ../shared/data/Set5/x3 --scale 3 --json set5_x3.json
 
-The network restores the Y channel of the bicubic-upscaled image; Cb and Cr stay bicubic. PSNR/SSIM
-are measured on Y (MATLAB rgb2ycbcr, 8-bit), with `scale` pixels shaved, against the original HR.
+A Y network (the default) restores the Y channel and Cb/Cr stay bicubic; a 3-channel network
+(preprocess.py --channels 3) writes colour directly. SRCNN reads the bicubic-upscaled image, FSRCNN
+the LR image. PSNR/SSIM are measured on Y (MATLAB rgb2ycbcr, 8-bit), with `scale` pixels shaved,
+against the original HR.
 """
 from __future__ import annotations
 
@@ -23,25 +25,30 @@ from tqdm import tqdm
 
 from datasets import benchmark_pairs
 from models import FSRCNN, SRCNN, WeightsError, choose_device, download_weights, load_model
-from utils import (ImageError, degrade, list_images, load_image, modcrop, psnr, rgb2ycbcr, save_image, ssim,
-                   to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
+from utils import (ImageError, degrade, from_color, list_images, load_image, modcrop, protocol_y, psnr, rgb2ycbcr,
+                   save_image, ssim, to_color, to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with scikit-image, no download
 
 
 @torch.no_grad()
-def super_resolve(model: SRCNN | FSRCNN, lr: np.ndarray, bicubic: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """The network on the Y (or gray) channel, Cb/Cr kept from the uint8 bicubic image.
+def super_resolve(model: SRCNN | FSRCNN, lr: np.ndarray, bicubic: np.ndarray, color: str,
+                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Run the network on a uint8 image; returns (uint8 output image, the Y it is measured on).
 
-    SRCNN reads the bicubic image, FSRCNN the LR one. Returns (uint8 image, its 8-bit Y): the Y the
-    network wrote is what gets measured, as in train.py's validation (re-deriving Y from the RGB
-    file can move a pixel by one level).
+    SRCNN reads the bicubic image, FSRCNN the LR one. A Y network restores Y and keeps Cb/Cr from
+    bicubic; its own 8-bit Y is what gets measured, as in train.py's validation (re-deriving Y from
+    the RGB file can move a pixel by one level). A YCbCr or RGB network writes all three channels.
     """
     source = lr if model.takes_lr else bicubic
-    x = torch.from_numpy((y_channel(source) / 255).astype(np.float32))[None, None].to(device)
-    sr_y = to_uint8(model.super_resolve(x).clamp(0, 1).squeeze().cpu().numpy() * 255).astype(np.float64)
-    if bicubic.ndim == 2:
+    x = torch.from_numpy((to_color(source, color) / 255).astype(np.float32)).permute(2, 0, 1)[None].to(device)
+    out = model.super_resolve(x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255
+    gray = bicubic.ndim == 2
+    sr_y = protocol_y(out, color, gray)
+    if color != "y":
+        return from_color(out, color, gray), sr_y
+    if gray:
         return to_uint8(sr_y), sr_y
     ycbcr = rgb2ycbcr(bicubic)
     ycbcr[..., 0] = sr_y
@@ -71,7 +78,7 @@ def process_image(model: SRCNN | FSRCNN, image: np.ndarray, name: str, args: arg
         if min(hr.shape[:2]) < 2 * s:
             raise ImageError(f"{name}: {hr.shape[1]}x{hr.shape[0]} is too small to downscale by {s}")
         lr, bicubic = degrade(hr, s, args.blur_sigma)
-    sr, sr_y = super_resolve(model, lr, bicubic, device)
+    sr, sr_y = super_resolve(model, lr, bicubic, args.color, device)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save_image(args.output_dir / f"{name}_bicubic_x{s}.png", bicubic)
     save_image(args.output_dir / f"{name}_srcnn_x{s}.png", sr)
@@ -83,12 +90,12 @@ def process_image(model: SRCNN | FSRCNN, image: np.ndarray, name: str, args: arg
         print(f"{name} x{s}: bicubic PSNR {bp:.2f} dB SSIM {bs:.4f} | SRCNN PSNR {p:.2f} dB SSIM {ss:.4f} -> {args.output_dir}")
 
 
-def evaluate_dataset(model: SRCNN | FSRCNN, folder: Path, scale: int, device: torch.device) -> dict:
+def evaluate_dataset(model: SRCNN | FSRCNN, folder: Path, scale: int, device: torch.device, color: str = "y") -> dict:
     """Per-image and mean PSNR/SSIM of bicubic and SRCNN on a benchmark folder."""
     rows = []
     for name, hr, lr in tqdm(list(benchmark_pairs(folder, scale)), desc=f"{folder} x{scale}", unit="img", file=sys.stderr):
         bicubic = upscale_bicubic(lr, scale)
-        (bp, bs), (p, ss) = scores(hr, y_channel(bicubic), scale), scores(hr, super_resolve(model, lr, bicubic, device)[1], scale)
+        (bp, bs), (p, ss) = scores(hr, y_channel(bicubic), scale), scores(hr, super_resolve(model, lr, bicubic, color, device)[1], scale)
         rows.append({"image": name, "bicubic_psnr": bp, "bicubic_ssim": bs, "srcnn_psnr": p, "srcnn_ssim": ss})
     mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key != "image"}
     return {"dataset": str(folder), "scale": scale, "images": rows, "mean": mean}
@@ -131,9 +138,10 @@ def main() -> None:
             raise WeightsError(f"{weights}: FSRCNN weights for x{model.scale}, not --scale {args.scale}")
         if meta.get("scale", args.scale) != args.scale:
             print(f"warning: {weights} was trained for x{meta['scale']}, used here at x{args.scale}", file=sys.stderr)
+        args.color = meta.get("color", "y")
         model = model.to(device)
         if args.dataset:
-            result = evaluate_dataset(model, args.dataset, args.scale, device)
+            result = evaluate_dataset(model, args.dataset, args.scale, device, args.color)
             print_table(result)
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 import losses
 from datasets import EvalDataset, PatchDataset
 from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, choose_device, load_model
-from utils import ImageError, filter_grid, psnr, ssim, to_uint8
+from utils import ImageError, filter_grid, protocol_y, psnr, ssim, to_uint8
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,15 +88,17 @@ def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
 
 
 @torch.no_grad()
-def validate(model: SRCNN | FSRCNN, dataset: EvalDataset, scale: int, device: torch.device) -> dict:
+def validate(model: SRCNN | FSRCNN, dataset: EvalDataset, scale: int, color: str, device: torch.device) -> dict:
     """Mean PSNR/SSIM/MS-SSIM on the SR protocol, and the first image's (bicubic, SR, HR) Y for logging."""
     model.eval()
     scores = {"psnr": [], "ssim": [], "ms_ssim": [], "bicubic_psnr": []}
     first = None
-    for name, lr, bicubic, hr in dataset:
+    as_image = lambda t: (t[0] if t.dim() == 4 else t).permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255
+    for (name, lr, bicubic, hr), gray in zip(dataset, dataset.gray):
         x = lr if model.takes_lr else bicubic
-        sr = model.super_resolve(x.unsqueeze(0).to(device)).clamp(0, 1).squeeze().cpu().numpy()
-        sr_y, hr_y, bicubic_y = to_uint8(sr * 255).astype(np.float64), hr.squeeze().numpy() * 255, bicubic.squeeze().numpy() * 255
+        sr = model.super_resolve(x.unsqueeze(0).to(device)).clamp(0, 1)
+        sr_y, bicubic_y = protocol_y(as_image(sr), color, gray), protocol_y(as_image(bicubic), color, gray)
+        hr_y = np.round(as_image(hr)[..., 0])  # exact 8-bit values again after the float32 round trip
         scores["psnr"].append(psnr(hr_y, sr_y, scale))
         scores["ssim"].append(ssim(hr_y, sr_y, scale))
         scores["bicubic_psnr"].append(psnr(hr_y, bicubic_y, scale))
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         train_set = PatchDataset(args.train_file, augment=args.augment)
-        eval_set = EvalDataset(args.eval_file, args.scale)
+        color = str(train_set.attrs.get("color", "y"))
+        eval_set = EvalDataset(args.eval_file, args.scale, color=color)
     except (ValueError, ImageError) as err:
         raise SystemExit(f"error: {err}") from None
     if train_set.attrs.get("scale", args.scale) != args.scale:
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.loss == "ms-ssim":
         losses.ms_ssim_window(int(train_set.attrs.get("patch_size", 33)))  # fails early if patches are too small
 
-    model = build_model(args.arch, padding=args.padding, paper_init=args.paper_init, scale=args.scale)
+    model = build_model(args.arch, channels=1 if color == "y" else 3, padding=args.padding,
+                        paper_init=args.paper_init, scale=args.scale)
     if args.init:
         try:
             model.load_state_dict(load_model(args.init)[0].state_dict())
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     scheduler = make_scheduler(optimizer, args)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     criterion = losses.get_loss(args.loss, tuple(args.loss_weights))
-    meta = {**model.config(), "arch": args.arch, "scale": args.scale, "train_file": str(args.train_file)}
+    meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "train_file": str(args.train_file)}
 
     args.outputs_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = args.outputs_dir / "last.pth", args.outputs_dir / "best.pth"
@@ -205,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
                 break
         scheduler.step()
 
-        scores = validate(model, eval_set, args.scale, device)
+        scores = validate(model, eval_set, args.scale, color, device)
         for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
             if key in scores:
                 writer.add_scalar(f"val/{key}", scores[key], step)
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             strip = to_uint8(scores["strip"])
             writer.add_image("val/bicubic_srcnn_hr", strip[None], step, dataformats="CHW")
             first = model.feature[0] if isinstance(model, FSRCNN) else model.conv1
-            weights = first.weight.detach().cpu().numpy()[:, 0]
+            weights = first.weight.detach().cpu().numpy()[:, 0]  # the first input channel (Y, Y or R)
             writer.add_image("filters/first_layer", filter_grid(weights)[None], step, dataformats="CHW")
         writer.flush()
         improved = scores["psnr"] > best_psnr

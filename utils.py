@@ -198,3 +198,32 @@ def filter_grid(weights: np.ndarray, columns: int = 8, gap: int = 1) -> np.ndarr
         r, c = divmod(i, columns)
         grid[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = to_uint8(tile)
     return grid
+
+
+COLORS = ("y", "ycbcr", "rgb")  # what a network sees: Y alone (1 channel), or all of YCbCr or RGB (3)
+
+
+def to_color(image: np.ndarray, color: str) -> np.ndarray:
+    """H x W x C float (0..255) network input: 8-bit Y (raw gray), or 8-bit YCbCr / RGB of the image.
+
+    A grayscale image given to a 3-channel colour space is treated as RGB with three equal channels.
+    """
+    if color == "y":
+        return y_channel(image)[..., None]
+    rgb = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+    return to_uint8(rgb2ycbcr(rgb)).astype(np.float64) if color == "ycbcr" else rgb.astype(np.float64)
+
+
+def from_color(x: np.ndarray, color: str, gray: bool) -> np.ndarray:
+    """The uint8 image a 3-channel network output (H x W x 3, 0..255) stands for: RGB, or gray when the
+    source was gray (the mean of the channels, inverting `to_color`)."""
+    rgb = ycbcr2rgb(x) if color == "ycbcr" else x
+    return to_uint8(rgb.mean(axis=2) if gray else rgb)
+
+
+def protocol_y(output: np.ndarray, color: str, gray: bool) -> np.ndarray:
+    """The Y a network output (H x W x C, 0..255) is measured on: its own channel, rounded to 8 bits, for
+    Y networks; for YCbCr/RGB networks, the Y of the 8-bit image it stands for (raw intensity if gray)."""
+    if color == "y":
+        return to_uint8(output[..., 0]).astype(np.float64)
+    return y_channel(from_color(output, color, gray))

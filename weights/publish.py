@@ -32,13 +32,15 @@ def main() -> None:
     parser.add_argument("--training-data", default="T91 (91 images), paper preset: 33x33 patches, stride 14")
     args = parser.parse_args()
 
-    model, meta = load_model(args.checkpoint)
+    model, meta = load_model(args.checkpoint, scale=args.scale)
+    color = meta.get("color", "y")
     scores = {}
     for name in ("Set5", "Set14"):
-        result = evaluate_dataset(model, args.data / name / f"x{args.scale}", args.scale, torch.device("cpu"))
+        result = evaluate_dataset(model, args.data / name / f"x{args.scale}", args.scale, torch.device("cpu"), color)
         scores[name] = {"psnr": round(result["mean"]["srcnn_psnr"], 4), "ssim": round(result["mean"]["srcnn_ssim"], 4)}
-    out = ROOT / "weights" / f"srcnn_x{args.scale}.pth"
-    info = {**model.config(), "arch": f"{model.config()['f1']}-{model.config()['f2']}-{model.config()['f3']}",
+    kind = model.config()["model"] + ("" if color == "y" else f"_{color}")  # srcnn, fsrcnn, srcnn_rgb, ...
+    out = ROOT / "weights" / f"{kind}_x{args.scale}.pth"
+    info = {**model.config(), "arch": meta.get("arch", "9-5-5"), "color": color,
             "scale": args.scale, "training_data": args.training_data, "epochs": meta.get("epoch"),
             "steps": meta.get("step"), "protocol": "Y (MATLAB rgb2ycbcr), shave = scale, range 255", "benchmarks": scores}
     tmp = out.with_name(out.name + ".tmp")
