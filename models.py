@@ -99,7 +99,26 @@ class FSRCNN(nn.Module):
         return self.deconv(self.expand(self.mapping(self.shrink(self.feature(x)))))
 
     def super_resolve(self, lr: torch.Tensor) -> torch.Tensor:
-        return self(lr)
+        """forward() for inference, with the deconvolution computed as its equivalent sub-pixel
+        convolution (a plain convolution to scale^2 channels, then pixel shuffle): the same numbers,
+        several times faster on CPUs, whose transposed-convolution kernels are slow."""
+        features = self.expand(self.mapping(self.shrink(self.feature(lr))))
+        kernel, (left, right) = self._subpixel_kernel()
+        out = nn.functional.conv2d(nn.functional.pad(features, [left, right, left, right]), kernel)
+        return nn.functional.pixel_shuffle(out, self.scale) + self.deconv.bias.view(1, -1, 1, 1)
+
+    def _subpixel_kernel(self) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Output pixel y*s + r takes input y - j through deconvolution tap k = j*s + r + p; gather those
+        taps into a (channels*s*s) x d x T x T convolution kernel over LR pixels, and its padding."""
+        w, s, p = self.deconv.weight, self.scale, self.deconv.padding[0]  # w: d x channels x k x k
+        k = w.shape[-1]
+        j_min, j_max = -((s - 1 + p) // s), (k - 1 - p) // s
+        kernel = w.new_zeros(w.shape[1], s, s, w.shape[0], j_max - j_min + 1, j_max - j_min + 1)
+        phases = [(r, j, j * s + r + p) for r in range(s) for j in range(j_min, j_max + 1) if 0 <= j * s + r + p < k]
+        for ry, jy, ky in phases:
+            for rx, jx, kx in phases:
+                kernel[:, ry, rx, :, j_max - jy, j_max - jx] = w[:, :, ky, kx].T
+        return kernel.reshape(-1, w.shape[0], *kernel.shape[-2:]), (j_max, -j_min)
 
     def config(self) -> dict:
         return {"model": "fsrcnn", "d": self.feature[0].out_channels, "s": self.shrink[0].out_channels,

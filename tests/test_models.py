@@ -113,3 +113,14 @@ def test_fsrcnn_weights_round_trip(tmp_path):
     with pytest.raises(WeightsError, match="plain.pth: FSRCNN weights without a recorded scale"):
         load_model(tmp_path / "plain.pth")
     torch.testing.assert_close(load_model(tmp_path / "plain.pth", scale=4)[0](x), model(x))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_fsrcnn_subpixel_inference_equals_the_deconvolution(scale):
+    torch.manual_seed(scale)
+    model = build_model("fsrcnn", scale=scale).eval()
+    nn.init.normal_(model.deconv.weight, std=0.05)  # the paper's 0.001 would make any kernel look right
+    nn.init.normal_(model.deconv.bias, std=0.05)
+    x = torch.rand(1, 1, 17, 23)
+    with torch.no_grad():
+        torch.testing.assert_close(model.super_resolve(x), model(x), atol=2e-5, rtol=1e-4)
