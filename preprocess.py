@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets import benchmark_pairs
-from utils import ImageError, degrade, list_images, load_image, modcrop, to_color, to_uint8
+from utils import MAX_PIXELS, ImageError, degrade, list_images, load_image, modcrop, to_color, to_uint8
 
 PRESETS = {  # patch size, stride, blur sigma
     "paper": (33, 14, 0.0),  # SRCNN paper, Section 4.1 (T91, 33x33 sub-images, stride 14)
@@ -53,7 +53,7 @@ def cut_patches(image: np.ndarray, size: int, stride: int) -> np.ndarray:
 
 
 def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float, lr_size: bool,
-               color: str = "y") -> tuple[Path, object]:
+               color: str = "y", max_pixels: int = MAX_PIXELS) -> tuple[Path, object]:
     """(path, (lr, hr) uint8 patches) for one image, or (path, reason) when it must be skipped.
 
     The LR patches are cut from the bicubic-upscaled image (SRCNN's input), or with `lr_size` from
@@ -61,7 +61,7 @@ def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float
     the HR patch it covers. Patches are N x P x P for Y, N x 3 x P x P for YCbCr or RGB.
     """
     try:
-        hr = modcrop(load_image(path), scale)
+        hr = modcrop(load_image(path, max_pixels), scale)
     except ImageError as err:
         return path, str(err)
     if min(hr.shape[:2]) < size:
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--color", default="ycbcr", choices=["ycbcr", "rgb"], help="colour space with --channels 3")
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
     parser.add_argument("--output", type=Path, help="default: output/<source>_x<scale>[_eval].h5")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes cutting images")
     args = parser.parse_args()
 
@@ -176,7 +177,7 @@ def main() -> None:
                 out.attrs.update(patch_size=hr_side, lr_patch_size=lr_side, stride=stride, preset=args.preset,
                                  lr_size=args.lr_size)
                 work = partial(patches_of, scale=args.scale, size=size, stride=stride, blur_sigma=blur_sigma,
-                               lr_size=args.lr_size, color=color)
+                               lr_size=args.lr_size, color=color, max_pixels=args.max_pixels)
                 write = partial(write_patches, out, lr_side=lr_side, hr_side=hr_side, channels=args.channels, root=root,
                                 progress=progress)
                 if args.workers == 1:

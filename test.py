@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from datasets import benchmark_pairs
 from models import FSRCNN, SRCNN, WeightsError, choose_device, download_weights, load_model
-from utils import (ImageError, degrade, from_color, list_images, load_image, modcrop, protocol_y, psnr, rgb2ycbcr,
-                   save_image, ssim, to_color, to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
+from utils import (MAX_PIXELS, ImageError, degrade, from_color, list_images, load_image, modcrop, protocol_y, psnr,
+                   rgb2ycbcr, save_image, ssim, to_color, to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with scikit-image, no download
@@ -83,8 +83,9 @@ def process_image(model: SRCNN | FSRCNN, image: np.ndarray, name: str, args: arg
     save_image(args.output_dir / f"{name}_bicubic_x{s}.png", bicubic)
     save_image(args.output_dir / f"{name}_srcnn_x{s}.png", sr)
     save_image(args.output_dir / f"{name}_comparison_x{s}.png", side_by_side(bicubic, sr, *([hr] if hr is not None else [])))
-    if hr is None:
-        print(f"{name}: upscaled x{s} to {sr.shape[1]}x{sr.shape[0]} -> {args.output_dir}")
+    if hr is None or min(hr.shape[:2]) - 2 * s < 11:  # nothing to compare, or under one 11x11 SSIM window once shaved
+        note = "" if hr is None else " (too small to measure once shaved)"
+        print(f"{name}: upscaled x{s} to {sr.shape[1]}x{sr.shape[0]}{note} -> {args.output_dir}")
     else:
         (bp, bs), (p, ss) = scores(hr, y_channel(bicubic), s), scores(hr, sr_y, s)
         print(f"{name} x{s}: bicubic PSNR {bp:.2f} dB SSIM {bs:.4f} | SRCNN PSNR {p:.2f} dB SSIM {ss:.4f} -> {args.output_dir}")
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--lr", action="store_true", help="the input is already low-resolution: upscale only")
     parser.add_argument("--blur-sigma", type=float, default=0.0, help="Gaussian blur when degrading an HR input")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
     parser.add_argument("--json", type=Path, help="with --dataset: write the table as JSON")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
@@ -153,7 +155,7 @@ def main() -> None:
             if not paths:
                 raise ImageError(f"{args.image_file}: no images found (png, jpg, bmp, tif)")
             for path in paths:
-                process_image(model, load_image(path), path.stem, args, device)
+                process_image(model, load_image(path, args.max_pixels), path.stem, args, device)
     except (ImageError, WeightsError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
 

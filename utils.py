@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from skimage.metrics import structural_similarity
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -25,18 +25,46 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message names the file and the problem."""
 
 
-def load_image(path: str | Path, max_pixels: int = 200_000_000) -> np.ndarray:
-    """Read an image file as uint8: H x W for grayscale files, H x W x 3 RGB for everything else."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
+MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs) unless asked: 100 MP is 1.2 GB as float32 RGB
+
+
+def _to_8bit(img: Image.Image) -> np.ndarray:
+    """Pixels of a decoded image as uint8: H x W for grayscale modes, H x W x 3 RGB for the rest.
+
+    16/32-bit and float grayscale is scaled to 8 bits by its own range (a 16-bit file uses 0..65535),
+    alpha is dropped, palettes and CMYK are converted by Pillow.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        deep = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or deep.max() > 255 else 255.0
+        return to_uint8(deep * 255.0 / top)
+    if img.mode == "F":  # floats in 0..1 or already 0..255
+        pixels = np.asarray(img, dtype=np.float64)
+        return to_uint8(pixels * (255.0 if pixels.max() <= 1 else 1.0))
+    return np.asarray(img.convert("L" if img.mode in ("1", "L", "LA") else "RGB"))
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as uint8, H x W for grayscale files, H x W x 3 RGB for everything else,
+    turned upright by its EXIF orientation; files over `max_pixels` pixels are refused unread."""
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours, below, replaces Pillow's fixed one
     try:
         with Image.open(path) as img:
+            if img.width * img.height > max_pixels:  # the header alone: nothing is decoded yet
+                raise ImageError(f"{path}: {img.width}x{img.height} is over the limit of {max_pixels:,} pixels "
+                                 f"(a decompression bomb?); raise --max-pixels to accept it")
             img.load()
-            gray = img.mode in ("1", "L", "I", "I;16", "F")
-            return np.asarray(img.convert("L" if gray else "RGB"))
+            return _to_8bit(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{path}: not a readable image ({err})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
 def save_image(path: str | Path, image: np.ndarray) -> None:
@@ -182,8 +210,11 @@ def psnr(hr_y: np.ndarray, sr_y: np.ndarray, border: int) -> float:
 
 def ssim(hr_y: np.ndarray, sr_y: np.ndarray, border: int) -> float:
     """SSIM of Wang et al. (11x11 Gaussian window, sigma 1.5, K1=0.01, K2=0.03), range 255, shaved."""
+    hr_y, sr_y = shave(hr_y.astype(np.float64), border), shave(sr_y.astype(np.float64), border)
+    if min(hr_y.shape) < 11:
+        raise ValueError(f"a {hr_y.shape[1]}x{hr_y.shape[0]} image (after shaving {border}) is smaller than SSIM's 11x11 window")
     return float(structural_similarity(
-        shave(hr_y.astype(np.float64), border), shave(sr_y.astype(np.float64), border),
+        hr_y, sr_y,
         data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
 
 

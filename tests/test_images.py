@@ -1,0 +1,111 @@
+"""Odd and hostile image files: every mode Pillow hands us, EXIF rotation, tiny sizes, decompression
+bombs, impostors. Each gives a correct image or a one-line error naming the file."""
+import importlib.util
+import struct
+import zlib
+from argparse import Namespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, assert_clean_error, run, textured_image
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from models import build_model
+from utils import ImageError, load_image
+
+spec = importlib.util.spec_from_file_location("srcnn_test_script", REPO / "test.py")  # not Python's own `test`
+test_script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(test_script)
+
+RGB = textured_image(24, 32)
+
+
+def saved(tmp_path, image: Image.Image, name: str, **kwargs):
+    path = tmp_path / name
+    image.save(path, **kwargs)
+    return path
+
+
+def test_every_mode_loads_as_8_bit_gray_or_rgb(tmp_path):
+    rgb = Image.fromarray(RGB)
+    gray = rgb.convert("L")
+    assert load_image(saved(tmp_path, gray, "l.png")).shape == (24, 32)
+    np.testing.assert_array_equal(load_image(saved(tmp_path, gray.convert("LA"), "la.png")), np.asarray(gray))
+    np.testing.assert_array_equal(load_image(saved(tmp_path, rgb.convert("RGBA"), "rgba.png")), RGB)  # alpha dropped
+    palette = rgb.convert("P")
+    np.testing.assert_array_equal(load_image(saved(tmp_path, palette, "p.png")), np.asarray(palette.convert("RGB")))
+    bits = load_image(saved(tmp_path, gray.convert("1"), "1.png"))
+    assert bits.dtype == np.uint8 and set(np.unique(bits)) <= {0, 255}
+    cmyk = load_image(saved(tmp_path, rgb.convert("CMYK"), "cmyk.tif"))
+    assert cmyk.shape == (24, 32, 3) and np.abs(cmyk.astype(int) - RGB).max() <= 1
+    deep = np.asarray(gray, dtype=np.uint16) * 257  # 16-bit, full range
+    sixteen = load_image(saved(tmp_path, Image.fromarray(deep), "16.png"))
+    np.testing.assert_array_equal(sixteen, np.asarray(gray))  # scaled to 8 bits, not clipped at 255
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = saved(tmp_path, Image.fromarray(RGB), "rotated.jpg", exif=exif.tobytes(), quality=95)
+    assert load_image(path).shape == (32, 24, 3)
+
+
+def png_header_only(path, width, height):
+    """A PNG claiming width x height, with no real pixel data: what a decompression bomb's header says."""
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bombs_are_refused_unread(tmp_path):
+    bomb = png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(ImageError, match="bomb.png: 20000x20000 is over the limit"):
+        load_image(bomb)
+    with pytest.raises(ImageError, match="24x32|32x24"):  # 768 pixels against a limit of 500
+        load_image(saved(tmp_path, Image.fromarray(RGB), "small.png"), max_pixels=500)
+    assert_clean_error(run("test.py", "--image-file", bomb), "bomb.png", "over the limit")
+
+
+def test_impostors_and_folders(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageError, match="photo.jpg: not a readable image"):
+        load_image(tmp_path / "photo.jpg")
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(ImageError, match="dir.png"):
+        load_image(tmp_path / "dir.png")
+
+
+MODES = ["L", "LA", "P", "RGB", "RGBA", "CMYK", "1", "I;16"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model("9-1-5").eval()
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 40), width=st.integers(1, 40), mode=st.sampled_from(MODES),
+       scale=st.sampled_from([2, 3, 4]), lr=st.booleans())
+def test_any_size_and_mode_gives_an_output_or_a_clear_error(tmp_path_factory, model, height, width, mode, scale, lr):
+    folder = tmp_path_factory.mktemp("prop")
+    image = Image.fromarray(textured_image(max(height, 8), max(width, 8))[:height, :width])
+    image = Image.fromarray(np.asarray(image.convert("L"), dtype=np.uint16) * 257) if mode == "I;16" else image.convert(mode)
+    path = saved(folder, image, "in.tif" if mode == "CMYK" else "in.png")
+    pixels = load_image(path)
+    assert pixels.dtype == np.uint8 and pixels.shape[:2] == (height, width)
+    assert pixels.ndim == 2 or pixels.shape[2] == 3
+    args = Namespace(scale=scale, lr=lr, blur_sigma=0.0, output_dir=folder / "out", color="y")
+    too_small = not lr and min(height, width) // scale * scale < 2 * scale
+    if too_small:
+        with pytest.raises(ImageError, match="in: .* too small"):
+            test_script.process_image(model, pixels, "in", args, torch.device("cpu"))
+        return
+    test_script.process_image(model, pixels, "in", args, torch.device("cpu"))
+    out = load_image(folder / "out" / f"in_srcnn_x{scale}.png")
+    expected = (height * scale, width * scale) if lr else (height // scale * scale, width // scale * scale)
+    assert out.shape[:2] == expected and out.ndim == pixels.ndim
