@@ -32,12 +32,12 @@ class PatchDataset(Dataset):
     YCbCr/RGB; p = P, or P / scale for a --lr-size file).
 
     The file is opened lazily in each DataLoader worker (an h5py handle must not cross a fork), and
-    patches are read one at a time, so no worker holds the file in memory. `augment` applies one of
-    the 8 flips/90-degree rotations at random, the same to lr and hr.
+    patches are read one at a time, so no worker holds the file in memory. Reading is deterministic;
+    augmentation (`augment_pairs`) happens in the training loop, where its randomness can be replayed.
     """
 
-    def __init__(self, path: str | Path, augment: bool = False) -> None:
-        self.path, self.augment, self.file = str(path), augment, None
+    def __init__(self, path: str | Path) -> None:
+        self.path, self.file = str(path), None
         with open_h5(path, ("lr", "hr")) as f:
             if len(f["lr"]) != len(f["hr"]):
                 raise ValueError(f"{path}: {len(f['lr'])} lr but {len(f['hr'])} hr patches")
@@ -55,12 +55,16 @@ class PatchDataset(Dataset):
         lr, hr = (torch.from_numpy(self.file[name][index]).float().div_(255) for name in ("lr", "hr"))
         if lr.dim() == 2:  # Y patches are stored without a channel axis
             lr, hr = lr.unsqueeze(0), hr.unsqueeze(0)
-        if self.augment:  # torch's RNG, so DataLoader seeding makes it reproducible
-            k, flip = torch.randint(4, ()).item(), torch.randint(2, ()).item()
-            lr, hr = torch.rot90(lr, k, (1, 2)), torch.rot90(hr, k, (1, 2))
-            if flip:
-                lr, hr = lr.flip(-1), hr.flip(-1)
         return lr, hr
+
+
+def augment_pairs(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the 8 flips/90-degree rotations per (lr, hr) pair of a batch, the same for both, drawn from `generator`."""
+    turns = torch.randint(4, (len(lr),), generator=generator).tolist()
+    flips = torch.randint(2, (len(lr),), generator=generator).tolist()
+    pairs = [(torch.rot90(a, k, (-2, -1)), torch.rot90(b, k, (-2, -1))) for a, b, k in zip(lr, hr, turns)]
+    pairs = [(a.flip(-1), b.flip(-1)) if flip else (a, b) for (a, b), flip in zip(pairs, flips)]
+    return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
 
 
 def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import losses
-from datasets import EvalDataset, PatchDataset
+from datasets import EvalDataset, PatchDataset, augment_pairs
 from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, choose_device, load_model
 from utils import ImageError, filter_grid, protocol_y, psnr, ssim, to_uint8
 
@@ -110,11 +111,48 @@ def validate(model: SRCNN | FSRCNN, dataset: EvalDataset, scale: int, color: str
     return {**{k: float(np.mean(v)) for k, v in scores.items() if v}, "strip": np.concatenate(first, axis=1)}
 
 
-def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save through a temporary file, so a crash never leaves a half-written checkpoint."""
+def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
+    """torch.save through a temporary file, so a crash or a full disk never leaves a half-written file;
+    with `keep_previous`, the file it replaces stays as previous-<name> until the new one is complete."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(obj, tmp)
+        if keep_previous and path.exists():
+            path.replace(path.with_name(f"previous-{path.name}"))
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise SystemExit(f"error: cannot write {path}: {err.strerror or err}") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """last.pth, or previous-last.pth with a warning when last.pth is missing or corrupt."""
+    previous = path.with_name(f"previous-{path.name}")
+    for candidate in (path, previous):
+        try:
+            return torch.load(candidate, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
+        except FileNotFoundError:
+            continue
+        except Exception as err:  # a truncated or garbled file
+            print(f"warning: {candidate} is unreadable ({str(err).splitlines()[0]}); trying {previous.name}", file=sys.stderr)
+    raise SystemExit(f"error: --resume: no readable {path} or {previous}")
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, writes a checkpoint and exits."""
+
+    def __init__(self) -> None:
+        self.signal = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request)
+
+    def request(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+
+def ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which stops cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
 
     try:
-        train_set = PatchDataset(args.train_file, augment=args.augment)
+        train_set = PatchDataset(args.train_file)
         color = str(train_set.attrs.get("color", "y"))
         eval_set = EvalDataset(args.eval_file, args.scale, color=color)
     except (ValueError, ImageError) as err:
@@ -153,62 +191,104 @@ def main(argv: list[str] | None = None) -> None:
     criterion = losses.get_loss(args.loss, tuple(args.loss_weights))
     meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "train_file": str(args.train_file)}
 
-    args.outputs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        args.outputs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f"error: cannot create {args.outputs_dir}: {err.strerror}") from None
     last_path, best_path = args.outputs_dir / "last.pth", args.outputs_dir / "best.pth"
-    start_epoch, step, best_psnr = 0, 0, -math.inf
+    start_epoch, batches_done, step, best_psnr = 0, 0, 0, -math.inf
     if args.resume:
-        if not last_path.exists():
-            raise SystemExit(f"error: --resume: no {last_path}")
-        state = torch.load(last_path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
+        state = load_checkpoint(last_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        start_epoch, step, best_psnr = state["epoch"], state["step"], state["best_psnr"]
+        start_epoch, batches_done = state["epoch"], state.get("batches_done", 0)
+        step, best_psnr = state["step"], state["best_psnr"]
         torch.set_rng_state(state["rng"]["cpu"])
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
-        print(f"resumed from {last_path}: epoch {start_epoch}, step {step}, best PSNR {best_psnr:.2f} dB")
+        print(f"resumed from {last_path}: epoch {start_epoch} (+{batches_done} batches), step {step}, "
+              f"best PSNR {best_psnr:.2f} dB")
 
     writer = SummaryWriter(str(args.outputs_dir))
     writer.add_text("args", json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1), start_epoch)
-    # Each epoch's shuffle and augmentation come from seed + epoch, so a resumed run sees the same batches.
-    generator = torch.Generator()
-    border = model.border
+
+    def checkpoint(epoch: int, batches: int, scores: dict | None) -> None:
+        """best.pth when validation improved, and last.pth: everything a resume needs, mid-epoch included."""
+        epochs_trained = round(epoch + batches / (len(train_set) // args.batch_size), 3)
+        weights = {"model": model.state_dict(), "meta": {**meta, "epoch": epochs_trained, "step": step,
+                                                         "eval_file": str(args.eval_file)}}
+        if scores is not None:
+            weights["meta"].update(val_psnr=scores["psnr"], val_ssim=scores["ssim"])
+            if scores["psnr"] >= best_psnr:
+                save_atomic(weights, best_path)
+        rng = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {})}
+        save_atomic({**weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "epoch": epoch, "batches_done": batches, "step": step,
+                     "best_psnr": best_psnr, "rng": rng, "args": {k: str(v) for k, v in vars(args).items()}},
+                    last_path, keep_previous=True)
+
+    stop = StopRequest()
+    augment_generator = torch.Generator()
+    border, loss_average = model.border, None
     model.train()
     for epoch in range(start_epoch, args.epochs):
-        generator.manual_seed(args.seed + epoch)
-        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator, drop_last=True,
-                            num_workers=args.num_workers, pin_memory=device.type == "cuda")
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False)
+        # The shuffle comes from seed + epoch and each batch's augmentation from seed and step, so a run
+        # resumed mid-epoch replays exactly the batches an uninterrupted run would have seen.
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed + epoch))
+        loader = DataLoader(train_set, batch_size=args.batch_size, sampler=order[batches_done * args.batch_size:].tolist(),
+                            drop_last=True, num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                            worker_init_fn=ignore_sigint)
+        per_epoch = len(train_set) // args.batch_size
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False,
+                        initial=batches_done, total=per_epoch)
         for lr, hr in progress:
+            if args.augment:
+                lr, hr = augment_pairs(lr, hr, augment_generator.manual_seed(args.seed * 1_000_003 + step))
             lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
             if border:
                 hr = hr[..., border:-border, border:-border]
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 sr = model(lr)
             loss = criterion(sr.float(), hr)
-            if not torch.isfinite(loss):
-                raise SystemExit(f"error: loss became {loss.item()} at step {step}; last good checkpoint: {last_path}")
+            value = loss.item()
+            if not math.isfinite(value):
+                raise SystemExit(f"error: loss became {value} at step {step + 1}; training stopped, the last good "
+                                 f"checkpoint is {last_path} (lower --lr?)")
+            if loss_average is not None and loss_average > 0 and step > 100 and value > 50 * loss_average:
+                raise SystemExit(f"error: loss jumped to {value:.4g} at step {step + 1} (running mean {loss_average:.4g}):"
+                                 f" the learning rate {args.lr:g} diverges; last good checkpoint: {last_path}")
+            loss_average = value if loss_average is None else 0.99 * loss_average + 0.01 * value
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             step += 1
+            batches_done += 1
             if step % args.log_every == 0:
                 with torch.no_grad():
                     sr = sr.float().clamp(0, 1)
-                    writer.add_scalar("train/loss", loss.item(), step)
+                    writer.add_scalar("train/loss", value, step)
                     writer.add_scalar("train/psnr", losses.psnr(sr, hr).item(), step)
                     writer.add_scalar("train/ssim", losses.ssim(sr, hr).item(), step)
                     if min(hr.shape[-2:]) >= 33:
                         writer.add_scalar("train/ms_ssim", losses.ms_ssim(sr, hr).item(), step)
                     writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                progress.set_postfix(loss=f"{loss.item():.5f}")
-            if args.max_steps and step >= args.max_steps:
+                progress.set_postfix(loss=f"{value:.5f}")
+            if stop.signal or (args.max_steps and step >= args.max_steps):
                 break
-        scheduler.step()
-
+        progress.close()
+        if stop.signal and batches_done < per_epoch:
+            checkpoint(epoch, batches_done, None)
+            writer.close()
+            print(f"interrupted by {signal.Signals(stop.signal).name} at step {step}: checkpoint {last_path}; "
+                  f"continue with --resume", file=sys.stderr)
+            raise SystemExit(128 + stop.signal)
+        finished = batches_done >= per_epoch
+        if finished:
+            scheduler.step()
+            batches_done = 0
         scores = validate(model, eval_set, args.scale, color, device)
         for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
             if key in scores:
@@ -222,17 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         writer.flush()
         improved = scores["psnr"] > best_psnr
         best_psnr = max(best_psnr, scores["psnr"])
-        weights_only = {"model": model.state_dict(), "meta": {**meta, "epoch": epoch + 1, "step": step,
-                                                              "val_psnr": scores["psnr"], "val_ssim": scores["ssim"],
-                                                              "eval_file": str(args.eval_file)}}
-        if improved:
-            save_atomic(weights_only, best_path)
-        rng = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {})}
-        save_atomic({**weights_only, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "epoch": epoch + 1, "step": step, "best_psnr": best_psnr,
-                     "rng": rng, "args": {k: str(v) for k, v in vars(args).items()}}, last_path)
+        checkpoint(epoch + finished, batches_done, scores)
         tqdm.write(f"epoch {epoch + 1}: step {step}, val PSNR {scores['psnr']:.2f} dB (bicubic {scores['bicubic_psnr']:.2f}),"
                    f" SSIM {scores['ssim']:.4f}{' *' if improved else ''}", file=sys.stdout)
+        if stop.signal:
+            raise SystemExit(128 + stop.signal)
         if args.max_steps and step >= args.max_steps:
             break
     writer.close()

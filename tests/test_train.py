@@ -5,6 +5,8 @@ import sys
 import time
 import urllib.request
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -142,3 +144,71 @@ def test_bad_training_inputs_are_one_line_errors(tmp_path, tiny_eval):
     assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--scale", 7), "invalid choice: 7")
     assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--outputs-dir",
                            tmp_path / "fresh", "--resume"), "no", "last.pth")
+
+
+def test_interrupt_then_resume_gives_bit_identical_weights(tmp_path, tiny_eval):
+    """SIGINT mid-epoch, --resume: the same weights as an uninterrupted run, DataLoader workers included."""
+    import re
+    import signal
+    import threading
+    from conftest import REPO
+    train = tiny_patches(tmp_path / "tiny.h5", count=400)
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 2, "--augment",
+              "--lr", 1e-3, "--epochs", 3, "--max-steps", 100]  # 50 steps an epoch
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run("train.py", *common, "--outputs-dir", straight).returncode == 0
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, common), "--outputs-dir", str(split)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
+    reader.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(int(n) >= 20 for n in re.findall(r"(\d+)/50 \[", "".join(seen))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 128 + signal.SIGINT
+    reader.join(timeout=10)
+    assert "interrupted by SIGINT" in "".join(seen)
+    state = torch.load(split / "last.pth", weights_only=True)
+    assert 20 <= state["step"] < 100 and state["batches_done"] == state["step"] % 50 != 0
+    resumed = run("train.py", *common, "--outputs-dir", split, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (torch.load(d / "last.pth", weights_only=True) for d in (straight, split))
+    assert a["step"] == b["step"] == 100
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_eval):
+    train = tiny_patches(tmp_path / "tiny.h5")
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 0,
+              "--outputs-dir", tmp_path / "run"]
+    assert run("train.py", *common, "--epochs", 2).returncode == 0
+    last = tmp_path / "run" / "last.pth"
+    last.write_bytes(last.read_bytes()[:1000])  # a write cut short
+    resumed = run("train.py", *common, "--epochs", 3, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "last.pth is unreadable" in resumed.stderr and "resumed from" in resumed.stdout
+    assert "epoch 1 (+0 batches)" in resumed.stdout  # previous-last.pth was written after epoch 1
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_eval):
+    train = tiny_patches(tmp_path / "tiny.h5")
+    result = run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 0,
+                 "--outputs-dir", tmp_path / "run", "--lr", 1e8, "--last-lr-ratio", 1, "--epochs", 50)
+    assert_clean_error(result, "at step", "last good checkpoint")
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_checkpoint(tmp_path, tiny_eval, monkeypatch, capsys):
+    import errno
+    import train as train_script
+    def no_space(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(train_script.torch, "save", no_space)
+    train = tiny_patches(tmp_path / "tiny.h5")
+    with pytest.raises(SystemExit, match=r"cannot write .*\.pth: No space left on device"):
+        train_script.main(["--train-file", str(train), "--eval-file", str(tiny_eval), "--batch-size", "8",
+                           "--num-workers", "0", "--outputs-dir", str(tmp_path / "run"), "--epochs", "1"])
+    assert not list((tmp_path / "run").glob("*.pth*"))
