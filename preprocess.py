@@ -161,7 +161,10 @@ def main() -> None:
     color = "y" if args.channels == 1 else args.color
     suffix = "_eval" if args.eval else ("_lr" if args.lr_size else "") + ("" if color == "y" else f"_{color}")
     output = args.output or Path("output") / f"{name}_x{args.scale}{suffix}.h5"
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"cannot create {output.parent}: {err.strerror}")
     partial_path = output.with_name(output.name + ".partial")  # renamed only once complete
     total = sum(not p.stem.endswith("_LR") for p in paths) if args.eval else len(paths)  # an LR file is no image of its own
     progress = tqdm(total=total, desc=f"preprocess x{args.scale}", unit="img")
@@ -191,6 +194,8 @@ def main() -> None:
         partial_path.replace(output)
     except (ImageError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
+    except OSError as err:  # a full disk or an unwritable folder
+        raise SystemExit(f"error: cannot write {output}: {err.strerror or err}") from None
     finally:
         progress.close()
         partial_path.unlink(missing_ok=True)

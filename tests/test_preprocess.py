@@ -180,3 +180,23 @@ def test_memory_stays_flat_as_the_image_count_grows(tmp_path):
             assert len(f["source_patches"]) == count
     # each image gives 315 patch pairs (0.7 MB): holding 200 images' patches would add ~120 MB to the peak
     assert abs(peaks[200] - peaks[20]) < 50, peaks
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_file(tmp_path, monkeypatch):
+    import errno
+    import preprocess
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(textured_image(64, 64, seed=i)).save(folder / f"{i}.png")
+    calls = []
+
+    def no_space(self, key, value):
+        calls.append(key)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", no_space)
+    out = tmp_path / "out.h5"
+    monkeypatch.setattr(sys, "argv", ["preprocess.py", "--images", str(folder), "--output", str(out), "--workers", "1"])
+    with pytest.raises(SystemExit, match="cannot write .*out.h5: No space left on device"):
+        preprocess.main()
+    assert calls and not out.exists() and not list(tmp_path.glob("*.partial"))
