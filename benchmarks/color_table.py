@@ -1,0 +1,60 @@
+"""PSNR per channel (Y, Cb, Cr) and over RGB for bicubic and for Y-only / YCbCr / RGB networks, the
+comparison of the SRCNN paper's Section 4.5 (Table 5), on a benchmark folder.
+
+    python benchmarks/color_table.py --dataset ../shared/data/Set5/x3 --scale 3 \\
+        --weights weights/srcnn_x3.pth weights/srcnn_ycbcr_x3.pth weights/srcnn_rgb_x3.pth
+
+Every method is measured on the 8-bit RGB image it writes (the Y-only network's output with bicubic
+Cb/Cr), with `scale` pixels shaved: Y, Cb, Cr of MATLAB's rgb2ycbcr (8-bit), and RGB over all three
+channels. Grayscale images are left out (they have no Cb/Cr).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
+
+from datasets import benchmark_pairs  # noqa: E402
+from models import load_model  # noqa: E402
+from test import super_resolve  # noqa: E402
+from utils import psnr, rgb2ycbcr, shave, to_uint8, upscale_bicubic  # noqa: E402
+
+
+def channel_psnrs(hr: np.ndarray, image: np.ndarray, scale: int) -> list[float]:
+    """PSNR of Y, Cb, Cr (8-bit YCbCr) and over all RGB channels."""
+    hr_ycc, ycc = to_uint8(rgb2ycbcr(hr)), to_uint8(rgb2ycbcr(image))
+    per_channel = [psnr(hr_ycc[..., c], ycc[..., c], scale) for c in range(3)]
+    mse = np.mean((shave(hr.astype(np.float64), scale) - shave(image.astype(np.float64), scale)) ** 2)
+    return per_channel + [float(10 * np.log10(255 ** 2 / mse))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "Set5" / "x3")
+    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
+    parser.add_argument("--weights", type=Path, nargs="*", default=[ROOT / "weights" / "srcnn_x3.pth"])
+    args = parser.parse_args()
+
+    pairs = [(hr, lr) for _, hr, lr in benchmark_pairs(args.dataset, args.scale) if hr.ndim == 3]
+    rows = {"bicubic": [channel_psnrs(hr, upscale_bicubic(lr, args.scale), args.scale) for hr, lr in pairs]}
+    for path in args.weights:
+        model, meta = load_model(path, scale=args.scale)
+        color = meta.get("color", "y")
+        label = f"{path.name} ({'Y only, bicubic CbCr' if color == 'y' else color.upper() + ', 3 channels'})"
+        outputs = [super_resolve(model, lr, upscale_bicubic(lr, args.scale), color, torch.device("cpu"))[0]
+                   for _, lr in pairs]
+        rows[label] = [channel_psnrs(hr, out, args.scale) for (hr, _), out in zip(pairs, outputs)]
+    print(f"{args.dataset} x{args.scale}, {len(pairs)} colour images, mean PSNR (dB)\n")
+    print("| method | Y | Cb | Cr | RGB |\n|---|---|---|---|---|")
+    for label, scores in rows.items():
+        print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in np.mean(scores, axis=0)) + " |")
+
+
+if __name__ == "__main__":
+    main()

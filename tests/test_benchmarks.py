@@ -1,0 +1,20 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, need
+
+
+def test_color_table_measures_bicubic_like_the_published_protocol(data):
+    set5 = need(data / "Set5" / "x3")
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "color_table.py"), "--dataset", str(set5),
+                          "--scale", "3"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:6]]
+            for line in out.stdout.splitlines() if line.startswith("| ") and "method" not in line}
+    reference = json.loads((data / "reference_psnr.json").read_text())["Set5_x3"]["Bicubic"]["psnr_mean"]
+    assert rows["bicubic"][0] == pytest.approx(reference, abs=0.01)  # Y of the bicubic RGB file
+    y_only = next(v for k, v in rows.items() if k.startswith("srcnn_x3.pth"))
+    assert y_only[0] > rows["bicubic"][0] + 1  # the network restores Y ...
+    assert y_only[1:3] == pytest.approx(rows["bicubic"][1:3], abs=0.05)  # ... and keeps bicubic Cb/Cr
