@@ -58,10 +58,14 @@ class PatchDataset(Dataset):
         return lr, hr
 
 
-def augment_pairs(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One of the 8 flips/90-degree rotations per (lr, hr) pair of a batch, the same for both, drawn from `generator`."""
-    turns = torch.randint(4, (len(lr),), generator=generator).tolist()
-    flips = torch.randint(2, (len(lr),), generator=generator).tolist()
+def augment_pairs(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator, total: int | None = None,
+                  start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the 8 flips/90-degree rotations per (lr, hr) pair of a batch, the same for both, drawn from
+    `generator`. A rank holding pairs start..start+len(lr) of a global batch of `total` draws for the
+    whole batch and keeps its part, so the split batch is augmented exactly as the whole one."""
+    end = start + len(lr)
+    turns = torch.randint(4, (total or end,), generator=generator)[start:end].tolist()
+    flips = torch.randint(2, (total or end,), generator=generator)[start:end].tolist()
     pairs = [(torch.rot90(a, k, (-2, -1)), torch.rot90(b, k, (-2, -1))) for a, b, k in zip(lr, hr, turns)]
     pairs = [(a.flip(-1), b.flip(-1)) if flip else (a, b) for (a, b), flip in zip(pairs, flips)]
     return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])

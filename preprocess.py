@@ -78,13 +78,29 @@ def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float
     return path, (cut(lr, small, step), cut(hr, small * scale, step * scale))
 
 
-def write_patches(out: h5py.File, results, lr_side: int, hr_side: int, channels: int, root: Path,
-                  progress: tqdm) -> tuple[int, list[str]]:
-    """Append every image's patches to resizable datasets as they arrive; memory stays one image deep."""
-    shape = lambda side: (channels, side, side) if channels > 1 else (side, side)
-    lr_set, hr_set = (out.create_dataset(name, shape=(0, *shape(side)), maxshape=(None, *shape(side)), dtype=np.uint8,
-                                         chunks=(1, *shape(side))) for name, side in (("lr", lr_side), ("hr", hr_side)))
-    sources, counts, skipped = [], [], []
+def patch_datasets(out: h5py.File, lr_side: int, hr_side: int, channels: int) -> list[h5py.Dataset]:
+    """lr, hr, sources, source_patches: resizable datasets, created empty or found in a file being resumed."""
+    if "lr" not in out:
+        shape = lambda side: (channels, side, side) if channels > 1 else (side, side)
+        for name, side in (("lr", lr_side), ("hr", hr_side)):
+            out.create_dataset(name, shape=(0, *shape(side)), maxshape=(None, *shape(side)), dtype=np.uint8,
+                               chunks=(1, *shape(side)))
+        out.create_dataset("sources", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
+        out.create_dataset("source_patches", shape=(0,), maxshape=(None,), dtype=np.int64)
+    return [out[name] for name in ("lr", "hr", "sources", "source_patches")]
+
+
+def append(dataset: h5py.Dataset, rows: np.ndarray) -> None:
+    start = len(dataset)
+    dataset.resize(start + len(rows), axis=0)
+    dataset[start:] = rows
+
+
+def write_patches(out: h5py.File, results, root: Path, progress: tqdm) -> tuple[int, list[str]]:
+    """Append every image's patches as it arrives, then its name and count, then flush: memory stays one
+    image deep, and a killed run leaves a file that --resume can trust up to its last listed image."""
+    lr_set, hr_set, sources, counts = (out[name] for name in ("lr", "hr", "sources", "source_patches"))
+    skipped = []
     for path, result in results:
         progress.update()
         if isinstance(result, str):
@@ -92,16 +108,28 @@ def write_patches(out: h5py.File, results, lr_side: int, hr_side: int, channels:
             tqdm.write(f"warning: {result}; skipped", file=sys.stderr)
             continue
         lr, hr = result
-        start = len(lr_set)
-        for dataset, patches in ((lr_set, lr), (hr_set, hr)):
-            dataset.resize(start + len(patches), axis=0)
-            dataset[start:] = patches
-        sources.append(str(path.relative_to(root)) if path.is_relative_to(root) else str(path))
-        counts.append(len(lr))
+        append(lr_set, lr)
+        append(hr_set, hr)
+        append(sources, np.array([str(path.relative_to(root)) if path.is_relative_to(root) else str(path)], dtype=object))
+        append(counts, np.array([len(lr)]))
+        out.flush()
         progress.set_postfix(patches=len(lr_set))
-    out.create_dataset("sources", data=np.array(sources, dtype=object), dtype=h5py.string_dtype())
-    out.create_dataset("source_patches", data=np.array(counts, dtype=np.int64))
     return len(lr_set), skipped
+
+
+def resume_point(out: h5py.File, paths: list[Path], root: Path) -> int:
+    """Trim a partial file to its last fully written image; return how many of `paths` it covers."""
+    lr_set, hr_set, sources, counts = (out[name] for name in ("lr", "hr", "sources", "source_patches"))
+    done = min(len(sources), len(counts))
+    names = [s.decode() if isinstance(s, bytes) else s for s in sources[:done]]
+    relative = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths]
+    position = {name: i for i, name in enumerate(relative)}
+    if any(name not in position for name in names) or [position[n] for n in names] != sorted(position[n] for n in names):
+        raise ValueError(f"{out.filename}: its images are not the start of this run's image list; start afresh")
+    patches = int(counts[:done].sum())
+    for dataset, length in ((lr_set, patches), (hr_set, patches), (sources, done), (counts, done)):
+        dataset.resize(length, axis=0)
+    return position[names[-1]] + 1 if names else 0
 
 
 def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, progress: tqdm) -> tuple[int, list[str]]:
@@ -136,6 +164,8 @@ def main() -> None:
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
     parser.add_argument("--output", type=Path, help="default: output/<source>_x<scale>[_eval].h5")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its OUTPUT.partial file (same images and settings)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes cutting images")
     args = parser.parse_args()
 
@@ -168,37 +198,53 @@ def main() -> None:
     partial_path = output.with_name(output.name + ".partial")  # renamed only once complete
     total = sum(not p.stem.endswith("_LR") for p in paths) if args.eval else len(paths)  # an LR file is no image of its own
     progress = tqdm(total=total, desc=f"preprocess x{args.scale}", unit="img")
+    settings = dict(scale=args.scale, blur_sigma=blur_sigma, mode="eval" if args.eval else "patches", color=color)
+    if not args.eval:
+        lr_side, hr_side = (size // args.scale, size // args.scale * args.scale) if args.lr_size else (size, size)
+        settings.update(patch_size=hr_side, lr_patch_size=lr_side, stride=stride, lr_size=args.lr_size)
+    resuming = args.resume and partial_path.exists()
+    if args.resume and not resuming:
+        print(f"--resume: no {partial_path}; starting afresh", file=sys.stderr)
+    keep_partial = resuming  # a partial file the user asked to continue is theirs: never deleted on error
     try:
-        with h5py.File(partial_path, "w") as out:
-            out.attrs.update(scale=args.scale, blur_sigma=blur_sigma, mode="eval" if args.eval else "patches",
-                             color=color, source=str(root), arguments=json.dumps(
-                                 {k: str(v) for k, v in vars(args).items()}))
+        with h5py.File(partial_path, "a" if resuming else "w") as out:
+            if resuming:
+                differ = [k for k, v in settings.items() if out.attrs.get(k) != v]
+                if differ:
+                    raise ValueError(f"{partial_path}: made with other settings ({', '.join(differ)}); start afresh")
+            out.attrs.update(settings, source=str(root), preset=args.preset,
+                             arguments=json.dumps({k: str(v) for k, v in vars(args).items()}))
             if args.eval:
                 count, skipped = write_eval(out, root, args.scale, blur_sigma, progress)
             else:
-                lr_side, hr_side = (size // args.scale, size // args.scale * args.scale) if args.lr_size else (size, size)
-                out.attrs.update(patch_size=hr_side, lr_patch_size=lr_side, stride=stride, preset=args.preset,
-                                 lr_size=args.lr_size)
+                patch_datasets(out, lr_side, hr_side, args.channels)
+                start = resume_point(out, paths, root) if resuming else 0
+                if resuming:
+                    print(f"resuming {partial_path}: {start} of {len(paths)} images done", file=sys.stderr)
+                progress.update(start)
                 work = partial(patches_of, scale=args.scale, size=size, stride=stride, blur_sigma=blur_sigma,
                                lr_size=args.lr_size, color=color, max_pixels=args.max_pixels)
-                write = partial(write_patches, out, lr_side=lr_side, hr_side=hr_side, channels=args.channels, root=root,
-                                progress=progress)
+                todo = paths[start:]
                 if args.workers == 1:
-                    count, skipped = write(map(work, paths))
+                    count, skipped = write_patches(out, map(work, todo), root, progress)
                 else:
                     with multiprocessing.Pool(args.workers) as pool:
-                        count, skipped = write(pool.imap(work, paths))
+                        count, skipped = write_patches(out, pool.imap(work, todo), root, progress)
         progress.close()
         if count == 0:
             raise SystemExit(f"error: no {'images' if args.eval else 'patches'} written: all {len(paths)} images were skipped")
         partial_path.replace(output)
+    except KeyboardInterrupt:
+        keep_partial = not args.eval
+        raise SystemExit(f"interrupted: {partial_path} holds the images done so far; continue with --resume") from None
     except (ImageError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    except OSError as err:  # a full disk or an unwritable folder
+    except OSError as err:  # a full disk, an unwritable folder, a partial file a kill left unreadable
         raise SystemExit(f"error: cannot write {output}: {err.strerror or err}") from None
     finally:
         progress.close()
-        partial_path.unlink(missing_ok=True)
+        if not keep_partial:
+            partial_path.unlink(missing_ok=True)
     used = total - len(skipped)
     print(f"wrote {output}: {count} {'images' if args.eval else 'patch pairs'} from {used} images"
           f" ({len(skipped)} skipped), scale {args.scale}, blur sigma {blur_sigma}")

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tensorboardX import SummaryWriter
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -155,9 +157,25 @@ def ignore_sigint(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group:
+    NCCL with one GPU per process, gloo on the CPU. A plain run is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    device = choose_device(device_name)
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    device = choose_device(args.device)
+    rank, world, device = setup_distributed(args.device)
+    if args.batch_size % world:
+        raise SystemExit(f"error: --batch-size {args.batch_size} (the global batch) is not divisible by {world} processes")
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
@@ -185,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
         except (WeightsError, RuntimeError) as err:
             raise SystemExit(f"error: --init {args.init}: {str(err).splitlines()[0]}") from None
     model = model.to(device)
+    # DDP averages gradients over ranks: with the global batch split across them, a step equals the one-process step.
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if world > 1 else model
     optimizer = make_optimizer(model, args)
     scheduler = make_scheduler(optimizer, args)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
@@ -208,11 +229,13 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_rng_state(state["rng"]["cpu"])
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
-        print(f"resumed from {last_path}: epoch {start_epoch} (+{batches_done} batches), step {step}, "
-              f"best PSNR {best_psnr:.2f} dB")
+        if rank == 0:
+            print(f"resumed from {last_path}: epoch {start_epoch} (+{batches_done} batches), step {step}, "
+                  f"best PSNR {best_psnr:.2f} dB")
 
-    writer = SummaryWriter(str(args.outputs_dir))
-    writer.add_text("args", json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1), start_epoch)
+    writer = SummaryWriter(str(args.outputs_dir)) if rank == 0 else None  # rank 0 alone logs, validates and saves
+    if writer:
+        writer.add_text("args", json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1), start_epoch)
 
     def checkpoint(epoch: int, batches: int, scores: dict | None) -> None:
         """best.pth when validation improved, and last.pth: everything a resume needs, mid-epoch included."""
@@ -233,24 +256,27 @@ def main(argv: list[str] | None = None) -> None:
     augment_generator = torch.Generator()
     border, loss_average = model.border, None
     model.train()
+    per_epoch, per_rank = len(train_set) // args.batch_size, args.batch_size // world
     for epoch in range(start_epoch, args.epochs):
         # The shuffle comes from seed + epoch and each batch's augmentation from seed and step, so a run
-        # resumed mid-epoch replays exactly the batches an uninterrupted run would have seen.
+        # resumed mid-epoch replays exactly the batches an uninterrupted run would have seen. Each rank
+        # takes its slice of every global batch (a DistributedSampler that also resumes mid-epoch).
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed + epoch))
-        loader = DataLoader(train_set, batch_size=args.batch_size, sampler=order[batches_done * args.batch_size:].tolist(),
-                            drop_last=True, num_workers=args.num_workers, pin_memory=device.type == "cuda",
-                            worker_init_fn=ignore_sigint)
-        per_epoch = len(train_set) // args.batch_size
+        batches = order[: per_epoch * args.batch_size].view(per_epoch, args.batch_size)
+        mine = batches[batches_done:, rank * per_rank:(rank + 1) * per_rank].flatten().tolist()
+        loader = DataLoader(train_set, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=args.num_workers,
+                            pin_memory=device.type == "cuda", worker_init_fn=ignore_sigint)
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False,
-                        initial=batches_done, total=per_epoch)
+                        initial=batches_done, total=per_epoch, disable=rank > 0)
         for lr, hr in progress:
             if args.augment:
-                lr, hr = augment_pairs(lr, hr, augment_generator.manual_seed(args.seed * 1_000_003 + step))
+                lr, hr = augment_pairs(lr, hr, augment_generator.manual_seed(args.seed * 1_000_003 + step),
+                                       total=args.batch_size, start=rank * per_rank)
             lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
             if border:
                 hr = hr[..., border:-border, border:-border]
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                sr = model(lr)
+                sr = net(lr)
             loss = criterion(sr.float(), hr)
             value = loss.item()
             if not math.isfinite(value):
@@ -266,7 +292,11 @@ def main(argv: list[str] | None = None) -> None:
             scaler.update()
             step += 1
             batches_done += 1
-            if step % args.log_every == 0:
+            if world > 1:  # every rank stops at the same step, or the others would wait forever
+                flag = torch.tensor([stop.signal], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop.signal = int(flag.item())
+            if writer and step % args.log_every == 0:
                 with torch.no_grad():
                     sr = sr.float().clamp(0, 1)
                     writer.add_scalar("train/loss", value, step)
@@ -280,15 +310,22 @@ def main(argv: list[str] | None = None) -> None:
                 break
         progress.close()
         if stop.signal and batches_done < per_epoch:
-            checkpoint(epoch, batches_done, None)
-            writer.close()
-            print(f"interrupted by {signal.Signals(stop.signal).name} at step {step}: checkpoint {last_path}; "
-                  f"continue with --resume", file=sys.stderr)
+            if writer:
+                checkpoint(epoch, batches_done, None)
+                writer.close()
+                print(f"interrupted by {signal.Signals(stop.signal).name} at step {step}: checkpoint {last_path}; "
+                      f"continue with --resume", file=sys.stderr)
+            finish_distributed(world)
             raise SystemExit(128 + stop.signal)
         finished = batches_done >= per_epoch
         if finished:
             scheduler.step()
             batches_done = 0
+        if not writer:  # ranks > 0 wait while rank 0 validates and saves
+            dist.barrier()
+            if stop.signal or (args.max_steps and step >= args.max_steps):
+                break
+            continue
         scores = validate(model, eval_set, args.scale, color, device)
         for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
             if key in scores:
@@ -305,12 +342,21 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint(epoch + finished, batches_done, scores)
         tqdm.write(f"epoch {epoch + 1}: step {step}, val PSNR {scores['psnr']:.2f} dB (bicubic {scores['bicubic_psnr']:.2f}),"
                    f" SSIM {scores['ssim']:.4f}{' *' if improved else ''}", file=sys.stdout)
-        if stop.signal:
-            raise SystemExit(128 + stop.signal)
-        if args.max_steps and step >= args.max_steps:
+        if world > 1:
+            dist.barrier()
+        if stop.signal or (args.max_steps and step >= args.max_steps):
             break
-    writer.close()
-    print(f"best val PSNR {best_psnr:.2f} dB; weights in {best_path}")
+    if writer:
+        writer.close()
+        print(f"best val PSNR {best_psnr:.2f} dB; weights in {best_path}")
+    finish_distributed(world)
+    if stop.signal:
+        raise SystemExit(128 + stop.signal)
+
+
+def finish_distributed(world: int) -> None:
+    if world > 1:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

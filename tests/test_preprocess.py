@@ -1,4 +1,5 @@
 import subprocess
+import time
 import sys
 
 import h5py
@@ -200,3 +201,38 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="cannot write .*out.h5: No space left on device"):
         preprocess.main()
     assert calls and not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_resume_after_sigkill_gives_exactly_the_clean_file(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(30):
+        Image.fromarray(textured_image(150, 180, seed=i)).save(folder / f"{i:02d}.png")
+    (folder / "15_broken.png").write_text("not an image")  # skipped images must not confuse the resume point
+    clean, out = tmp_path / "clean.h5", tmp_path / "resumed.h5"
+    assert run("preprocess.py", "--images", folder, "--output", clean, "--workers", 2).returncode == 0
+    proc = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), "--images", str(folder), "--output", str(out),
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    partial = out.with_name("resumed.h5.partial")
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill once some images are in the file
+        try:
+            with h5py.File(partial, "r", locking=False) as f:
+                if len(f["sources"]) >= 8:
+                    break
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert partial.exists() and not out.exists()
+    resumed = run("preprocess.py", "--images", folder, "--output", out, "--workers", 2, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    done = int(resumed.stderr.split("resuming ")[1].split(": ")[1].split(" of ")[0])
+    assert 8 <= done < 31  # it continued where the killed run stopped
+    with h5py.File(clean) as a, h5py.File(out) as b:
+        assert list(a["sources"]) == list(b["sources"])
+        np.testing.assert_array_equal(a["source_patches"], b["source_patches"])
+        for name in ("lr", "hr"):
+            assert a[name].shape == b[name].shape
+            np.testing.assert_array_equal(a[name][:], b[name][:])

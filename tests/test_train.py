@@ -212,3 +212,23 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_checkpoint(tmp_path,
         train_script.main(["--train-file", str(train), "--eval-file", str(tiny_eval), "--batch-size", "8",
                            "--num-workers", "0", "--outputs-dir", str(tmp_path / "run"), "--epochs", "1"])
     assert not list((tmp_path / "run").glob("*.pth*"))
+
+
+def test_two_gloo_ranks_with_half_batches_match_one_process(tmp_path, tiny_eval):
+    """torchrun --nproc_per_node=2 on the CPU: DDP over gloo, each rank half of the global batch."""
+    train = tiny_patches(tmp_path / "tiny.h5", count=160)
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 0, "--augment",
+              "--lr", 1e-3, "--epochs", 2, "--max-steps", 30]  # 20 global steps an epoch: ends mid-epoch 2
+    single = run("train.py", *common, "--outputs-dir", tmp_path / "one")
+    assert single.returncode == 0, single.stderr
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    from conftest import REPO
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(REPO / "train.py"), *map(str, common), "--outputs-dir", str(tmp_path / "two")],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a, b = (torch.load(tmp_path / d / "last.pth", weights_only=True) for d in ("one", "two"))
+    assert a["step"] == b["step"] == 30 and a["batches_done"] == b["batches_done"] == 10
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-5, rtol=1e-4)
+    assert len(list((tmp_path / "two").glob("events.out.tfevents.*"))) == 1  # rank 0 alone logs
