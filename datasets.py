@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
-
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils import ImageError, degrade, list_images, load_image, modcrop, to_color, upscale_bicubic, y_channel
+from utils import benchmark_pairs, to_color, upscale_bicubic, y_channel
 
 
 def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
@@ -69,37 +67,6 @@ def augment_pairs(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator
     pairs = [(torch.rot90(a, k, (-2, -1)), torch.rot90(b, k, (-2, -1))) for a, b, k in zip(lr, hr, turns)]
     pairs = [(a.flip(-1), b.flip(-1)) if flip else (a, b) for (a, b), flip in zip(pairs, flips)]
     return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
-
-
-def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, hr, lr) uint8 images from a folder.
-
-    A benchmark folder (`*_HR.png` beside `*_LR.png`, as Set5/Set14 ship) gives its own MATLAB-made LR;
-    any other image is taken as HR, modcropped and degraded as preprocess.py does.
-    """
-    files = list_images(folder)
-    if not files:
-        raise ValueError(f"{folder}: no images found")
-    by_name = {p.name: p for p in files}
-    for path in files:
-        stem = path.stem
-        if stem.endswith("_LR"):
-            continue
-        if stem.endswith("_HR"):
-            lr_path = next((by_name[n] for n in (stem[:-3] + "_LR" + path.suffix, stem[:-3] + "_LR.png") if n in by_name), None)
-            if lr_path is None:
-                raise ValueError(f"{path}: no matching _LR image")
-            hr, lr = load_image(path), load_image(lr_path)
-            if (hr.shape[0] != lr.shape[0] * scale or hr.shape[1] != lr.shape[1] * scale
-                    or hr.shape[2:] != lr.shape[2:]):
-                raise ValueError(f"{path}: HR {hr.shape[1]}x{hr.shape[0]} is not {scale}x its LR "
-                                 f"{lr.shape[1]}x{lr.shape[0]}; wrong --scale?")
-            yield stem[:-3], hr, lr
-        else:
-            hr = modcrop(load_image(path), scale)
-            if min(hr.shape[:2]) < 2 * scale:
-                raise ImageError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small for scale {scale}")
-            yield stem, hr, degrade(hr, scale, blur_sigma)[0]
 
 
 class EvalDataset(Dataset):

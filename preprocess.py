@@ -25,8 +25,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from datasets import benchmark_pairs
-from utils import MAX_PIXELS, ImageError, degrade, list_images, load_image, modcrop, to_color, to_uint8
+from utils import MAX_PIXELS, ImageError, benchmark_pairs, degrade, list_images, load_image, modcrop, to_color, to_uint8
 
 PRESETS = {  # patch size, stride, blur sigma
     "paper": (33, 14, 0.0),  # SRCNN paper, Section 4.1 (T91, 33x33 sub-images, stride 14)

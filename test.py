@@ -23,10 +23,10 @@ import torch
 from skimage import data as skimage_data
 from tqdm import tqdm
 
-from datasets import benchmark_pairs
 from models import FSRCNN, SRCNN, WeightsError, choose_device, download_weights, load_model
-from utils import (MAX_PIXELS, ImageError, degrade, from_color, list_images, load_image, modcrop, protocol_y, psnr,
-                   rgb2ycbcr, save_image, ssim, to_color, to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
+from utils import (MAX_PIXELS, ImageError, benchmark_pairs, degrade, from_color, list_images, load_image, modcrop,
+                   protocol_y, psnr, rgb2ycbcr, save_image, ssim, to_color, to_uint8, upscale_bicubic, y_channel,
+                   ycbcr2rgb)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with scikit-image, no download

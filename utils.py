@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -258,3 +259,34 @@ def protocol_y(output: np.ndarray, color: str, gray: bool) -> np.ndarray:
     if color == "y":
         return to_uint8(output[..., 0]).astype(np.float64)
     return y_channel(from_color(output, color, gray))
+
+
+def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, hr, lr) uint8 images from a folder.
+
+    A benchmark folder (`*_HR.png` beside `*_LR.png`, as Set5/Set14 ship) gives its own MATLAB-made LR;
+    any other image is taken as HR, modcropped and degraded as preprocess.py does.
+    """
+    files = list_images(folder)
+    if not files:
+        raise ValueError(f"{folder}: no images found")
+    by_name = {p.name: p for p in files}
+    for path in files:
+        stem = path.stem
+        if stem.endswith("_LR"):
+            continue
+        if stem.endswith("_HR"):
+            lr_path = next((by_name[n] for n in (stem[:-3] + "_LR" + path.suffix, stem[:-3] + "_LR.png") if n in by_name), None)
+            if lr_path is None:
+                raise ValueError(f"{path}: no matching _LR image")
+            hr, lr = load_image(path), load_image(lr_path)
+            if (hr.shape[0] != lr.shape[0] * scale or hr.shape[1] != lr.shape[1] * scale
+                    or hr.shape[2:] != lr.shape[2:]):
+                raise ValueError(f"{path}: HR {hr.shape[1]}x{hr.shape[0]} is not {scale}x its LR "
+                                 f"{lr.shape[1]}x{lr.shape[0]}; wrong --scale?")
+            yield stem[:-3], hr, lr
+        else:
+            hr = modcrop(load_image(path), scale)
+            if min(hr.shape[:2]) < 2 * scale:
+                raise ImageError(f"{path}: {hr.shape[1]}x{hr.shape[0]} is too small for scale {scale}")
+            yield stem, hr, degrade(hr, scale, blur_sigma)[0]

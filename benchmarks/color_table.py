@@ -20,10 +20,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
 
-from datasets import benchmark_pairs  # noqa: E402
 from models import load_model  # noqa: E402
 from test import super_resolve  # noqa: E402
-from utils import psnr, rgb2ycbcr, shave, to_uint8, upscale_bicubic  # noqa: E402
+from utils import benchmark_pairs, psnr, rgb2ycbcr, shave, to_uint8, upscale_bicubic  # noqa: E402
 
 
 def channel_psnrs(hr: np.ndarray, image: np.ndarray, scale: int) -> list[float]:

@@ -1,0 +1,124 @@
+"""Preprocessing and loading at Holopix50k scale, on a synthetic set of 1280x720 JPEGs tiled from T91.
+
+    python benchmarks/holopix_scale.py --images 200 --workers 2
+
+1. Writes N Holopix-like images (<tmp>/train/left/*.jpg), then times `preprocess.py --holopix50k ...
+   --preset holopix` and samples the summed RSS of its whole process tree: images/s, patches, file
+   size, peak memory, and the patch count checked against the count computed independently.
+2. Reads random patches from the file through train.py's loader (PatchDataset + DataLoader) by
+   worker count, and times SRCNN 9-5-5 training steps on the same patches: what the loader delivers
+   against what the model consumes.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from datasets import PatchDataset  # noqa: E402
+from models import build_model  # noqa: E402
+from utils import list_images, load_image  # noqa: E402
+
+WIDTH, HEIGHT = 1280, 720
+
+
+def make_images(folder: Path, count: int, tiles: list[np.ndarray]) -> None:
+    """1280x720 RGB images, each a different mosaic of T91 crops (or noise if T91 is absent)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in tqdm(range(count), desc="synthetic images", unit="img"):
+        canvas = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        for y in range(0, HEIGHT, 120):
+            for x in range(0, WIDTH, 160):
+                tile = tiles[rng.integers(len(tiles))] if tiles else rng.integers(0, 256, (120, 160, 3), np.uint8)
+                ty, tx = rng.integers(tile.shape[0] - 119), rng.integers(tile.shape[1] - 159)
+                canvas[y:y + 120, x:x + 160] = tile[ty:ty + 120, tx:tx + 160]
+        Image.fromarray(canvas).save(folder / f"{i:05d}.jpg", quality=90)
+
+
+def preprocess(root: Path, output: Path, workers: int) -> dict:
+    command = [sys.executable, str(ROOT / "preprocess.py"), "--holopix50k", str(root), "--split", "train",
+               "--views", "left", "--preset", "holopix", "--scale", "3", "--workers", str(workers), "--output", str(output)]
+    start, peak = time.perf_counter(), 0
+    proc = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+    while proc.poll() is None:
+        try:
+            tree = [proc, *proc.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    if proc.returncode:
+        raise SystemExit(f"error: preprocess.py failed ({proc.returncode})")
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak / 2 ** 20}
+
+
+def loader_rate(path: Path, workers: int, batch: int = 64, batches: int = 100) -> float:
+    dataset = PatchDataset(path)
+    loader = DataLoader(dataset, batch_size=batch, num_workers=workers,
+                        sampler=RandomSampler(dataset, num_samples=batch * batches, generator=torch.Generator().manual_seed(0)))
+    iterator = iter(loader)
+    next(iterator)  # worker start-up is not throughput
+    start = time.perf_counter()
+    count = sum(len(lr) for lr, _ in iterator)
+    return count / (time.perf_counter() - start)
+
+
+def model_rate(side: int, batch: int = 16, steps: int = 5) -> float:
+    model = build_model("9-5-5")
+    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    x = torch.rand(batch, 1, side, side)
+    for i in range(steps + 1):
+        if i == 1:
+            start = time.perf_counter()
+        loss = torch.mean((model(x) - x) ** 2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2, help="preprocess.py worker processes")
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 1, 2, 4])
+    parser.add_argument("--t91", type=Path, default=ROOT.parent / "shared" / "data" / "T91")
+    args = parser.parse_args()
+    tiles = [im for im in (load_image(p) for p in list_images(args.t91)) if im.ndim == 3 and min(im.shape[:2]) >= 120 and im.shape[1] >= 160] \
+        if args.t91.is_dir() else []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "holo"
+        make_images(root / "train" / "left", args.images, tiles)
+        output = Path(tmp) / "holo.h5"
+        stats = preprocess(root, output, args.workers)
+        import h5py
+        with h5py.File(output) as f:
+            patches = len(f["hr"])
+        expected = args.images * len(range(0, HEIGHT - 120 + 1, 78)) * len(range(0, (WIDTH // 3 * 3) - 120 + 1, 78))
+        print(f"preprocess: {args.images} images of {WIDTH}x{HEIGHT}, {args.workers} workers: "
+              f"{args.images / stats['seconds']:.1f} images/s, {patches} patches (expected {expected}, "
+              f"{'ok' if patches == expected else 'MISMATCH'}), {output.stat().st_size / 2 ** 20:.0f} MB, "
+              f"peak RSS {stats['peak_rss_mb']:.0f} MB (whole process tree)")
+        consumed = model_rate(120)
+        print(f"model: SRCNN 9-5-5 training on 120x120 patches consumes {consumed:.0f} patches/s "
+              f"({torch.get_num_threads()} threads)")
+        for workers in args.loader_workers:
+            rate = loader_rate(output, workers)
+            print(f"loader: {workers} workers deliver {rate:.0f} patches/s ({rate / consumed:.1f}x what the model consumes)")
+
+
+if __name__ == "__main__":
+    main()
