@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--padding", default="same", choices=["same", "valid"],
                         help="valid = the paper's (loss on the centre of each patch)")
     parser.add_argument("--paper-init", action="store_true", help="weights ~ N(0, 0.001^2), zero biases")
-    parser.add_argument("--init", type=Path, help="start from these weights (e.g. x3 weights for an x2 run)")
+    parser.add_argument("--init", type=Path, help="start from these weights (e.g. x3 weights for an x4 run); "
+                        "ignored with --resume")
     parser.add_argument("--loss", default="mse", choices=["mse", "psnr", "ssim", "ms-ssim", "weighted"])
     parser.add_argument("--loss-weights", type=float, nargs=3, default=[0.4, 0.5, 0.1], metavar=("MSE", "PSNR", "SSIM"),
                         help="weights of --loss weighted")
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model = build_model(args.arch, channels=1 if color == "y" else 3, padding=args.padding,
                         paper_init=args.paper_init, scale=args.scale)
-    if args.init:
+    if args.init and not args.resume:  # a resumed run takes its weights from the checkpoint
         try:
             model.load_state_dict(load_model(args.init)[0].state_dict())
         except (WeightsError, RuntimeError) as err:
