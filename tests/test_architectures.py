@@ -19,8 +19,7 @@ def images(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("arch,color", [("9-5-5", "y"), ("fsrcnn", "y"), ("9-5-5", "ycbcr"), ("9-5-5", "rgb"),
-                                        ("fsrcnn-s", "rgb")])
+@pytest.mark.parametrize("arch,color", [("9-5-5", "y"), ("fsrcnn", "y"), ("9-5-5", "rgb"), ("fsrcnn-s", "ycbcr")])
 def test_end_to_end(images, tmp_path, arch, color):
     fsrcnn = arch.startswith("fsrcnn")
     patches = tmp_path / "train.h5"
