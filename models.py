@@ -45,8 +45,9 @@ class SRCNN(nn.Module):
         self.conv2 = nn.Conv2d(n1, n2, f2, padding=pad(f2))
         self.conv3 = nn.Conv2d(n2, channels, f3, padding=pad(f3))
         self.relu = nn.ReLU(inplace=True)
-        # Pixels lost on each side with valid padding: the receptive-field radius.
-        self.border = 0 if padding == "same" else (f1 - 1) // 2 + (f2 - 1) // 2 + (f3 - 1) // 2
+        # The receptive-field radius: how far an output pixel sees, and what valid padding loses per side.
+        self.halo = (f1 - 1) // 2 + (f2 - 1) // 2 + (f3 - 1) // 2
+        self.border = 0 if padding == "same" else self.halo
         if paper_init:  # Section 4: weights from N(0, 0.001^2), biases 0
             for conv in (self.conv1, self.conv2, self.conv3):
                 nn.init.normal_(conv.weight, std=1e-3)
@@ -82,6 +83,7 @@ class FSRCNN(nn.Module):
     def __init__(self, scale: int, d: int = 56, s: int = 12, m: int = 4, channels: int = 1) -> None:
         super().__init__()
         self.scale = scale
+        self.halo = 2 + m + 2  # LR pixels an output pixel sees: 5x5, m 3x3, and at most 2 through the deconvolution
         self.feature = _conv_prelu(channels, d, 5)
         self.shrink = _conv_prelu(d, s, 1)
         self.mapping = nn.Sequential(*[layer for _ in range(m) for layer in _conv_prelu(s, s, 3)])
@@ -123,6 +125,24 @@ class FSRCNN(nn.Module):
     def config(self) -> dict:
         return {"model": "fsrcnn", "d": self.feature[0].out_channels, "s": self.shrink[0].out_channels,
                 "m": len(self.mapping) // 2, "channels": self.feature[0].in_channels, "scale": self.scale}
+
+
+@torch.no_grad()
+def super_resolve_tiled(model: SRCNN | FSRCNN, x: torch.Tensor, tile: int) -> torch.Tensor:
+    """model.super_resolve(x) computed tile x tile input pixels at a time, each tile read with a margin of
+    the receptive-field radius, so the result equals the whole-image one while memory follows the tile."""
+    h, w = x.shape[-2:]
+    s, r = getattr(model, "scale", 1) if model.takes_lr else 1, model.halo
+    out = None
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            cy0, cx0 = max(0, y0 - r), max(0, x0 - r)
+            part = model.super_resolve(x[..., cy0:min(h, y1 + r), cx0:min(w, x1 + r)])
+            if out is None:
+                out = part.new_empty(*part.shape[:2], h * s, w * s)
+            out[..., y0 * s:y1 * s, x0 * s:x1 * s] = part[..., (y0 - cy0) * s:(y1 - cy0) * s, (x0 - cx0) * s:(x1 - cx0) * s]
+    return out
 
 
 def build_model(arch: str = "9-5-5", channels: int = 1, padding: str = "same", paper_init: bool = False,

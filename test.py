@@ -23,7 +23,7 @@ import torch
 from skimage import data as skimage_data
 from tqdm import tqdm
 
-from models import FSRCNN, SRCNN, WeightsError, choose_device, download_weights, load_model
+from models import FSRCNN, SRCNN, WeightsError, choose_device, download_weights, load_model, super_resolve_tiled
 from utils import (MAX_PIXELS, ImageError, benchmark_pairs, degrade, from_color, list_images, load_image, modcrop,
                    protocol_y, psnr, rgb2ycbcr, save_image, ssim, to_color, to_uint8, upscale_bicubic, y_channel,
                    ycbcr2rgb)
@@ -34,16 +34,18 @@ SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with
 
 @torch.no_grad()
 def super_resolve(model: SRCNN | FSRCNN, lr: np.ndarray, bicubic: np.ndarray, color: str,
-                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+                  device: torch.device, tile: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Run the network on a uint8 image; returns (uint8 output image, the Y it is measured on).
 
     SRCNN reads the bicubic image, FSRCNN the LR one. A Y network restores Y and keeps Cb/Cr from
     bicubic; its own 8-bit Y is what gets measured, as in train.py's validation (re-deriving Y from
     the RGB file can move a pixel by one level). A YCbCr or RGB network writes all three channels.
+    `tile` > 0 bounds memory by running tile x tile pieces (the same result).
     """
     source = lr if model.takes_lr else bicubic
     x = torch.from_numpy((to_color(source, color) / 255).astype(np.float32)).permute(2, 0, 1)[None].to(device)
-    out = model.super_resolve(x).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255
+    out = super_resolve_tiled(model, x, tile) if tile else model.super_resolve(x)
+    out = out.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255
     gray = bicubic.ndim == 2
     sr_y = protocol_y(out, color, gray)
     if color != "y":
@@ -78,7 +80,7 @@ def process_image(model: SRCNN | FSRCNN, image: np.ndarray, name: str, args: arg
         if min(hr.shape[:2]) < 2 * s:
             raise ImageError(f"{name}: {hr.shape[1]}x{hr.shape[0]} is too small to downscale by {s}")
         lr, bicubic = degrade(hr, s, args.blur_sigma)
-    sr, sr_y = super_resolve(model, lr, bicubic, args.color, device)
+    sr, sr_y = super_resolve(model, lr, bicubic, args.color, device, args.tile)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save_image(args.output_dir / f"{name}_bicubic_x{s}.png", bicubic)
     save_image(args.output_dir / f"{name}_srcnn_x{s}.png", sr)
@@ -124,6 +126,8 @@ def main() -> None:
     parser.add_argument("--blur-sigma", type=float, default=0.0, help="Gaussian blur when degrading an HR input")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
+    parser.add_argument("--tile", type=int, default=0,
+                        help="run the network on TILE x TILE input pieces (same output, bounded memory); 0: whole image")
     parser.add_argument("--json", type=Path, help="with --dataset: write the table as JSON")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()

@@ -106,3 +106,13 @@ def test_visualize_filters_draws_a_grid_per_layer(tmp_path, weights):
     assert conv1.std() > 10  # filters, not a blank canvas
     # conv3 has one output: its 32 input slices of 5x5
     assert load_image(tmp_path / "filters_conv3_x3.png").shape == (2 * (4 * 6 + 1), 2 * (8 * 6 + 1))
+
+
+def test_tiled_run_writes_the_same_image(tmp_path, weights):
+    Image.fromarray(textured_image(90, 120)).save(tmp_path / "big.png")
+    for tile, out in ((0, "whole"), (24, "tiled")):
+        result = run("test.py", "--image-file", tmp_path / "big.png", "--weights-file", weights, "--tile", tile,
+                     "--output-dir", tmp_path / out)
+        assert result.returncode == 0, result.stderr
+    whole, tiled = (load_image(tmp_path / d / "big_srcnn_x3.png").astype(int) for d in ("whole", "tiled"))
+    assert np.abs(whole - tiled).max() <= 1 and np.mean(whole != tiled) < 1e-3  # float summation order only
