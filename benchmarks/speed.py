@@ -1,4 +1,5 @@
-"""Inference speed of SRCNN 9-5-5 and FSRCNN / FSRCNN-s on the same 720p output, fp32 eager PyTorch.
+"""Inference speed of SRCNN 9-5-5 and FSRCNN / FSRCNN-s on the same 720p output, fp32 eager PyTorch,
+in plain NCHW and in channels_last layout (test.py's default).
 
     python benchmarks/speed.py --scale 3              # CPU, all cores torch uses by default
     python benchmarks/speed.py --scale 3 --device cuda
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from models import build_model, choose_device  # noqa: E402
+from models import MEMORY_FORMATS, build_model, choose_device  # noqa: E402
 
 
 @torch.no_grad()
@@ -47,13 +48,16 @@ def main() -> None:
     torch.manual_seed(0)
     results = {}
     for arch in ("9-5-5", "fsrcnn", "fsrcnn-s"):
-        model = build_model(arch, scale=args.scale).to(device).eval()
-        side = (height, width) if not model.takes_lr else (height // args.scale, width // args.scale)
-        results[arch] = megapixels_per_second(model, torch.rand(1, 1, *side, device=device), pixels, args.repeats)
+        for layout in ("contiguous", "channels_last"):
+            model = build_model(arch, scale=args.scale).to(device, memory_format=MEMORY_FORMATS[layout]).eval()
+            side = (height, width) if not model.takes_lr else (height // args.scale, width // args.scale)
+            x = torch.rand(1, 1, *side, device=device)
+            results[arch, layout] = megapixels_per_second(model, x, pixels, args.repeats)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{width}x{height} output, x{args.scale}, {name}, torch {torch.__version__}")
-    for arch, mps in results.items():
-        print(f"{arch:<9} {mps:8.2f} MP/s  ({results[arch] / results['9-5-5']:.1f}x SRCNN 9-5-5)")
+    baseline = results["9-5-5", "contiguous"]
+    for (arch, layout), mps in results.items():
+        print(f"{arch:<9} {layout:<14} {mps:8.2f} MP/s  ({mps / baseline:5.1f}x SRCNN 9-5-5 NCHW)")
 
 
 if __name__ == "__main__":
