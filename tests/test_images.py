@@ -99,7 +99,7 @@ def test_any_size_and_mode_gives_an_output_or_a_clear_error(tmp_path_factory, mo
     pixels = load_image(path)
     assert pixels.dtype == np.uint8 and pixels.shape[:2] == (height, width)
     assert pixels.ndim == 2 or pixels.shape[2] == 3
-    args = Namespace(scale=scale, lr=lr, blur_sigma=0.0, output_dir=folder / "out", color="y")
+    args = Namespace(scale=scale, lr=lr, blur_sigma=0.0, output_dir=folder / "out", color="y", tile=0)
     too_small = not lr and min(height, width) // scale * scale < 2 * scale
     if too_small:
         with pytest.raises(ImageError, match="in: .* too small"):
