@@ -15,12 +15,15 @@ then a 9x9 transposed convolution with stride = scale.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import http.client
 import os
 import re
+import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -101,16 +104,18 @@ class FSRCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.deconv(self.expand(self.mapping(self.shrink(self.feature(x)))))
 
-    def super_resolve(self, lr: torch.Tensor) -> torch.Tensor:
+    def super_resolve(self, lr: torch.Tensor,
+                      subpixel: tuple[torch.Tensor, tuple[int, int]] | None = None) -> torch.Tensor:
         """forward() for inference, with the deconvolution computed as its equivalent sub-pixel
         convolution (a plain convolution to scale^2 channels, then pixel shuffle): the same numbers,
-        several times faster on CPUs, whose transposed-convolution kernels are slow."""
+        several times faster on CPUs, whose transposed-convolution kernels are slow. `subpixel` is
+        subpixel_kernel()'s result when the caller keeps it (ONNX export)."""
         features = self.expand(self.mapping(self.shrink(self.feature(lr))))
-        kernel, (left, right) = self._subpixel_kernel()
+        kernel, (left, right) = subpixel or self.subpixel_kernel()
         out = nn.functional.conv2d(nn.functional.pad(features, [left, right, left, right]), kernel)
         return nn.functional.pixel_shuffle(out, self.scale) + self.deconv.bias.view(1, -1, 1, 1)
 
-    def _subpixel_kernel(self) -> tuple[torch.Tensor, tuple[int, int]]:
+    def subpixel_kernel(self) -> tuple[torch.Tensor, tuple[int, int]]:
         """Output pixel y*s + r takes input y - j through deconvolution tap k = j*s + r + p; gather those
         taps into a (channels*s*s) x d x T x T convolution kernel over LR pixels, and its padding."""
         w, s, p = self.deconv.weight, self.scale, self.deconv.padding[0]  # w: d x channels x k x k
@@ -128,22 +133,70 @@ class FSRCNN(nn.Module):
                 "m": len(self.mapping) // 2, "channels": self.feature[0].in_channels, "scale": self.scale}
 
 
-@torch.no_grad()
-def super_resolve_tiled(model: SRCNN | FSRCNN, x: torch.Tensor, tile: int) -> torch.Tensor:
-    """model.super_resolve(x) computed tile x tile input pixels at a time, each tile read with a margin of
-    the receptive-field radius, so the result equals the whole-image one while memory follows the tile."""
-    h, w = x.shape[-2:]
-    s, r = getattr(model, "scale", 1) if model.takes_lr else 1, model.halo
-    out = None
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            cy0, cx0 = max(0, y0 - r), max(0, x0 - r)
-            part = model.super_resolve(x[..., cy0:min(h, y1 + r), cx0:min(w, x1 + r)])
-            if out is None:
-                out = part.new_empty(*part.shape[:2], h * s, w * s)
-            out[..., y0 * s:y1 * s, x0 * s:x1 * s] = part[..., (y0 - cy0) * s:(y1 - cy0) * s, (x0 - cx0) * s:(x1 - cx0) * s]
-    return out
+# How test.py can run a network (benchmarks/inference_paths.py times each against plain eager fp32 NCHW):
+# the tensor layout, torch.compile, ONNX Runtime on the exported graph, and reduced-precision autocast.
+INFERENCE_PATHS = ("eager", "channels_last", "compile", "onnxruntime", "fp16", "bf16")
+
+
+def default_inference_path(device: torch.device) -> str:
+    """The fastest path that matches eager fp32 within 1/255 and starts at once, with no optional
+    package: channels_last on CPUs (compile and onnxruntime run faster once started; see the README's
+    speed table), fp16 autocast on CUDA GPUs (tensor cores)."""
+    return "fp16" if device.type == "cuda" else "channels_last"
+
+
+def _onnxruntime_run(model: SRCNN | FSRCNN, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    import onnxruntime  # optional: requirements-dev.txt
+    cuda = device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    with tempfile.TemporaryDirectory() as folder:
+        export_onnx(model, Path(folder) / "model.onnx")
+        session = onnxruntime.InferenceSession(str(Path(folder) / "model.onnx"),
+                                               providers=["CUDAExecutionProvider" if cuda else "CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.contiguous().cpu().numpy()})[0]).to(device)
+
+
+class Upscaler:
+    """A network ready for inference: `upscaler(x)` is model.super_resolve(x) in float32, run by one of
+    INFERENCE_PATHS on `device`, whole or `tile` x `tile` input pixels at a time. Works on its own copy
+    of the model, so several upscalers of one model do not change each other's layout."""
+
+    def __init__(self, model: SRCNN | FSRCNN, path: str = "auto", device: torch.device = torch.device("cpu")) -> None:
+        path = default_inference_path(device) if path == "auto" else path
+        if path not in INFERENCE_PATHS:
+            raise ValueError(f"unknown inference path {path!r}; choose from auto, {', '.join(INFERENCE_PATHS)}")
+        self.path, self.device = path, device
+        self.layout = torch.contiguous_format if path in ("eager", "onnxruntime") else torch.channels_last
+        self.model = copy.deepcopy(model).to(device, memory_format=self.layout).eval()
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(path)
+        if path == "compile":  # dynamic=True: one compiled graph for every image size, not one per size
+            self.run = torch.compile(self.model.super_resolve, dynamic=True)
+        elif path == "onnxruntime":
+            self.run = _onnxruntime_run(self.model, device)
+        else:
+            self.run = self.model.super_resolve
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, tile: int = 0) -> torch.Tensor:
+        x = x.to(self.device).contiguous(memory_format=self.layout)
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float16, enabled=self.dtype is not None):
+            return (self._tiled(x, tile) if tile else self.run(x)).float()
+
+    def _tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
+        """The whole-image result computed tile x tile input pixels at a time, each tile read with a margin
+        of the receptive-field radius (one pixel less changes the result), so memory follows the tile."""
+        h, w = x.shape[-2:]
+        s, r = self.model.scale if self.model.takes_lr else 1, self.model.halo
+        out = None
+        for y0 in range(0, h, tile):
+            for x0 in range(0, w, tile):
+                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                cy0, cx0 = max(0, y0 - r), max(0, x0 - r)
+                part = self.run(x[..., cy0:min(h, y1 + r), cx0:min(w, x1 + r)])
+                if out is None:
+                    out = part.new_empty(*part.shape[:2], h * s, w * s)
+                out[..., y0 * s:y1 * s, x0 * s:x1 * s] = part[..., (y0 - cy0) * s:(y1 - cy0) * s,
+                                                               (x0 - cx0) * s:(x1 - cx0) * s]
+        return out
 
 
 def build_model(arch: str = "9-5-5", channels: int = 1, padding: str = "same", paper_init: bool = False,
@@ -156,6 +209,37 @@ def build_model(arch: str = "9-5-5", channels: int = 1, padding: str = "same", p
         return FSRCNN(scale, d, s, m, channels)
     f1, f2, f3 = ARCHS[arch]
     return SRCNN(f1, f2, f3, channels=channels, padding=padding, paper_init=paper_init)
+
+
+class _Inference(nn.Module):
+    """super_resolve() as forward(), FSRCNN's sub-pixel kernel computed once: the graph ONNX export records."""
+
+    def __init__(self, model: SRCNN | FSRCNN) -> None:
+        super().__init__()
+        self.model = model
+        if model.takes_lr:
+            with torch.no_grad():
+                kernel, self.pads = model.subpixel_kernel()
+            self.register_buffer("kernel", kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.super_resolve(x, (self.kernel, self.pads)) if self.model.takes_lr else self.model.super_resolve(x)
+
+
+def export_onnx(model: SRCNN | FSRCNN, path: Path) -> None:
+    """Write the network's inference as one ONNX file, input "input" (N x C x H x W in [0, 1]: the bicubic
+    image for SRCNN, the LR image for FSRCNN) and output "output", with any height and width.
+    Needs the onnx and onnxscript packages (requirements-dev.txt)."""
+    model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
+    height, width = torch.export.Dim("height", min=model.halo + 1), torch.export.Dim("width", min=model.halo + 1)
+    example = torch.rand(1, model.config()["channels"], 2 * model.halo + 8, 2 * model.halo + 8)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.onnx.export(_Inference(model).eval(), (example,), tmp, input_names=["input"], output_names=["output"],
+                          dynamic_shapes={"x": {2: height, 3: width}}, external_data=False, dynamo=True, verbose=False)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class WeightsError(ValueError):

@@ -16,8 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.pool
 import os
 import sys
+from collections import deque
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -93,6 +96,18 @@ def append(dataset: h5py.Dataset, rows: np.ndarray) -> None:
     start = len(dataset)
     dataset.resize(start + len(rows), axis=0)
     dataset[start:] = rows
+
+
+def in_order(pool: multiprocessing.pool.Pool, work: Callable, items: list, window: int) -> Iterator:
+    """pool.imap(work, items) with at most `window` results in flight: Pool.imap runs ahead without
+    limit, so a writer slower than the workers (a slow disk) would let finished images pile up in memory."""
+    pending = deque()
+    for item in items:
+        pending.append(pool.apply_async(work, (item,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def write_patches(out: h5py.File, results, root: Path, progress: tqdm) -> tuple[int, list[str]]:
@@ -228,7 +243,7 @@ def main() -> None:
                     count, skipped = write_patches(out, map(work, todo), root, progress)
                 else:
                     with multiprocessing.Pool(args.workers) as pool:
-                        count, skipped = write_patches(out, pool.imap(work, todo), root, progress)
+                        count, skipped = write_patches(out, in_order(pool, work, todo, 2 * args.workers), root, progress)
         progress.close()
         if count == 0:
             raise SystemExit(f"error: no {'images' if args.eval else 'patches'} written: all {len(paths)} images were skipped")

@@ -5,6 +5,7 @@
     python test.py --image-file photo.png --scale 2        # an HR image: degrade, restore, measure
     python test.py --image-file small.png --lr --scale 3   # a real low-resolution image: just upscale
     python test.py --dataset ../shared/data/Set5/x3 --scale 3 --json set5_x3.json
+    python test.py --scale 3 --export-onnx srcnn_x3.onnx  # the shipped x3 network as ONNX
 
 A Y network (the default) restores the Y channel and Cb/Cr stay bicubic; a 3-channel network
 (preprocess.py --channels 3) writes colour directly. SRCNN reads the bicubic-upscaled image, FSRCNN
@@ -23,8 +24,8 @@ import torch
 from skimage import data as skimage_data
 from tqdm import tqdm
 
-from models import (MEMORY_FORMATS, FSRCNN, SRCNN, WeightsError, choose_device, download_weights, load_model,
-                    super_resolve_tiled)
+from models import (INFERENCE_PATHS, Upscaler, WeightsError, choose_device, download_weights, export_onnx,
+                    load_model)
 from utils import (MAX_PIXELS, ImageError, benchmark_pairs, degrade, from_color, list_images, load_image, modcrop,
                    protocol_y, psnr, rgb2ycbcr, save_image, ssim, to_color, to_uint8, upscale_bicubic, y_channel,
                    ycbcr2rgb)
@@ -34,8 +35,8 @@ SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with
 
 
 @torch.no_grad()
-def super_resolve(model: SRCNN | FSRCNN, lr: np.ndarray, bicubic: np.ndarray, color: str,
-                  device: torch.device, tile: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def super_resolve(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray, color: str,
+                  tile: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Run the network on a uint8 image; returns (uint8 output image, the Y it is measured on).
 
     SRCNN reads the bicubic image, FSRCNN the LR one. A Y network restores Y and keeps Cb/Cr from
@@ -43,9 +44,9 @@ def super_resolve(model: SRCNN | FSRCNN, lr: np.ndarray, bicubic: np.ndarray, co
     the RGB file can move a pixel by one level). A YCbCr or RGB network writes all three channels.
     `tile` > 0 bounds memory by running tile x tile pieces (the same result).
     """
-    source = lr if model.takes_lr else bicubic
-    x = torch.from_numpy((to_color(source, color) / 255).astype(np.float32)).permute(2, 0, 1)[None].to(device)
-    out = super_resolve_tiled(model, x, tile) if tile else model.super_resolve(x)
+    source = lr if upscaler.model.takes_lr else bicubic
+    x = torch.from_numpy((to_color(source, color) / 255).astype(np.float32)).permute(2, 0, 1)[None]
+    out = upscaler(x, tile)
     out = out.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255
     gray = bicubic.ndim == 2
     sr_y = protocol_y(out, color, gray)
@@ -71,7 +72,7 @@ def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
     return np.concatenate([part for im in images for part in (im, spacer)][:-1], axis=1)
 
 
-def process_image(model: SRCNN | FSRCNN, image: np.ndarray, name: str, args: argparse.Namespace, device: torch.device) -> None:
+def process_image(upscaler: Upscaler, image: np.ndarray, name: str, args: argparse.Namespace) -> None:
     """Write <name>_bicubic_xS.png, <name>_srcnn_xS.png and <name>_comparison_xS.png; print scores for HR input."""
     s = args.scale
     if args.lr:
@@ -81,7 +82,7 @@ def process_image(model: SRCNN | FSRCNN, image: np.ndarray, name: str, args: arg
         if min(hr.shape[:2]) < 2 * s:
             raise ImageError(f"{name}: {hr.shape[1]}x{hr.shape[0]} is too small to downscale by {s}")
         lr, bicubic = degrade(hr, s, args.blur_sigma)
-    sr, sr_y = super_resolve(model, lr, bicubic, args.color, device, args.tile)
+    sr, sr_y = super_resolve(upscaler, lr, bicubic, args.color, args.tile)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save_image(args.output_dir / f"{name}_bicubic_x{s}.png", bicubic)
     save_image(args.output_dir / f"{name}_srcnn_x{s}.png", sr)
@@ -94,12 +95,12 @@ def process_image(model: SRCNN | FSRCNN, image: np.ndarray, name: str, args: arg
         print(f"{name} x{s}: bicubic PSNR {bp:.2f} dB SSIM {bs:.4f} | SRCNN PSNR {p:.2f} dB SSIM {ss:.4f} -> {args.output_dir}")
 
 
-def evaluate_dataset(model: SRCNN | FSRCNN, folder: Path, scale: int, device: torch.device, color: str = "y") -> dict:
+def evaluate_dataset(upscaler: Upscaler, folder: Path, scale: int, color: str = "y") -> dict:
     """Per-image and mean PSNR/SSIM of bicubic and SRCNN on a benchmark folder."""
     rows = []
     for name, hr, lr in tqdm(list(benchmark_pairs(folder, scale)), desc=f"{folder} x{scale}", unit="img", file=sys.stderr):
         bicubic = upscale_bicubic(lr, scale)
-        (bp, bs), (p, ss) = scores(hr, y_channel(bicubic), scale), scores(hr, super_resolve(model, lr, bicubic, color, device)[1], scale)
+        (bp, bs), (p, ss) = scores(hr, y_channel(bicubic), scale), scores(hr, super_resolve(upscaler, lr, bicubic, color)[1], scale)
         rows.append({"image": name, "bicubic_psnr": bp, "bicubic_ssim": bs, "srcnn_psnr": p, "srcnn_ssim": ss})
     mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key != "image"}
     return {"dataset": str(folder), "scale": scale, "images": rows, "mean": mean}
@@ -127,11 +128,14 @@ def main() -> None:
     parser.add_argument("--blur-sigma", type=float, default=0.0, help="Gaussian blur when degrading an HR input")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
-    parser.add_argument("--memory-format", choices=sorted(MEMORY_FORMATS), default="channels_last",
-                        help="tensor layout of the convolutions (contiguous: plain NCHW)")
+    parser.add_argument("--inference-path", default="auto", choices=["auto", *INFERENCE_PATHS],
+                        help="how the network runs (auto: the fastest one that matches eager fp32 within 1/255 "
+                             "on this device: channels_last on CPUs, fp16 autocast on CUDA)")
     parser.add_argument("--tile", type=int, default=0,
                         help="run the network on TILE x TILE input pieces (same output, bounded memory); 0: whole image")
     parser.add_argument("--json", type=Path, help="with --dataset: write the table as JSON")
+    parser.add_argument("--export-onnx", type=Path, metavar="FILE",
+                        help="write the weights' network as ONNX (any height and width) and exit")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
     if args.json and not args.dataset:
@@ -148,24 +152,30 @@ def main() -> None:
         if meta.get("scale", args.scale) != args.scale:
             print(f"warning: {weights} was trained for x{meta['scale']}, used here at x{args.scale}", file=sys.stderr)
         args.color = meta.get("color", "y")
-        # channels_last runs the convolutions 1.7-1.8x faster on CPUs here, with the same numbers to 1e-6
-        model = model.to(device, memory_format=MEMORY_FORMATS[args.memory_format])
+        if args.export_onnx:
+            export_onnx(model, args.export_onnx)
+            print(f"wrote {args.export_onnx}: input 'input' ({'LR' if model.takes_lr else 'bicubic'} image, "
+                  f"{model.config()['channels']} channel(s), [0, 1]), output 'output'")
+            return
+        upscaler = Upscaler(model, args.inference_path, device)
         if args.dataset:
-            result = evaluate_dataset(model, args.dataset, args.scale, device, args.color)
+            result = evaluate_dataset(upscaler, args.dataset, args.scale, args.color)
             print_table(result)
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps({**result, "weights": str(weights)}, indent=1))
         elif args.image_file is None:
-            process_image(model, getattr(skimage_data, args.sample)(), args.sample, args, device)
+            process_image(upscaler, getattr(skimage_data, args.sample)(), args.sample, args)
         else:
             paths = list_images(args.image_file) if args.image_file.is_dir() else [args.image_file]
             if not paths:
                 raise ImageError(f"{args.image_file}: no images found (png, jpg, bmp, tif)")
             for path in paths:
-                process_image(model, load_image(path, args.max_pixels), path.stem, args, device)
+                process_image(upscaler, load_image(path, args.max_pixels), path.stem, args)
     except (ImageError, WeightsError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
+    except ModuleNotFoundError as err:  # --export-onnx and --inference-path onnxruntime need optional packages
+        raise SystemExit(f"error: {err.name} is not installed (pip install -r requirements-dev.txt)") from None
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ H x W (grayscale / Y) or H x W x 3 (RGB / YCbCr), on the 0..255 scale unless a d
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -27,6 +28,22 @@ class ImageError(ValueError):
 
 
 MAX_PIXELS = 100_000_000  # refuse larger images (decompression bombs) unless asked: 100 MP is 1.2 GB as float32 RGB
+STRIP_ROWS = 256  # per-pixel conversions run this many rows at a time, so their float64 temporaries stay small
+
+
+def by_rows(per_pixel: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Run a per-pixel array function on STRIP_ROWS rows at a time into one output array: the same
+    result, with temporary memory that follows the strip instead of the image (a 12-megapixel photo
+    otherwise needs several 288 MB float64 temporaries per conversion)."""
+    @functools.wraps(per_pixel)
+    def run(image: np.ndarray) -> np.ndarray:
+        first = per_pixel(image[:STRIP_ROWS])
+        out = np.empty((len(image), *first.shape[1:]), first.dtype)
+        out[:STRIP_ROWS] = first
+        for start in range(STRIP_ROWS, len(image), STRIP_ROWS):
+            out[start:start + STRIP_ROWS] = per_pixel(image[start:start + STRIP_ROWS])
+        return out
+    return run
 
 
 def _to_8bit(img: Image.Image) -> np.ndarray:
@@ -81,6 +98,7 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+@by_rows
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Round and clip to uint8, as MATLAB does when it casts a double image to uint8."""
     if image.dtype == np.uint8:
@@ -94,16 +112,19 @@ def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
     return image[: h - h % scale, : w - w % scale]
 
 
+@by_rows
 def rgb2ycbcr(rgb: np.ndarray) -> np.ndarray:
     """MATLAB rgb2ycbcr for 0..255 RGB; returns float YCbCr (round with to_uint8 for MATLAB's uint8 result)."""
     return rgb.astype(np.float64) @ _YCBCR_FROM_RGB.T + _YCBCR_OFFSET
 
 
+@by_rows
 def ycbcr2rgb(ycbcr: np.ndarray) -> np.ndarray:
     """Inverse of rgb2ycbcr (MATLAB ycbcr2rgb), float RGB on 0..255, not clipped."""
     return (ycbcr.astype(np.float64) - _YCBCR_OFFSET) @ np.linalg.inv(_YCBCR_FROM_RGB).T
 
 
+@by_rows
 def y_channel(image: np.ndarray) -> np.ndarray:
     """The channel SR is evaluated on: MATLAB's uint8 Y for RGB, the raw intensity for grayscale."""
     if image.ndim == 2:
@@ -154,8 +175,11 @@ def imresize(image: np.ndarray, scale: float) -> np.ndarray:
 
     Like MATLAB, the output side is ceil(side * scale), rows are resized before columns, and the
     class is kept: a uint8 image comes back uint8, rounded after each pass (MATLAB's imresizemex
-    stores the intermediate image as uint8 too); anything else comes back float64.
+    stores the intermediate image as uint8 too); anything else comes back float64. Channels are
+    resized one at a time, which keeps the float64 temporaries to one channel's size.
     """
+    if image.ndim == 3:
+        return np.stack([imresize(image[..., c], scale) for c in range(image.shape[2])], axis=2)
     out = image
     for axis in (0, 1):
         out = _resize_axis(out.astype(np.float64), axis, int(math.ceil(image.shape[axis] * scale)), scale)
@@ -210,13 +234,24 @@ def psnr(hr_y: np.ndarray, sr_y: np.ndarray, border: int) -> float:
 
 
 def ssim(hr_y: np.ndarray, sr_y: np.ndarray, border: int) -> float:
-    """SSIM of Wang et al. (11x11 Gaussian window, sigma 1.5, K1=0.01, K2=0.03), range 255, shaved."""
-    hr_y, sr_y = shave(hr_y.astype(np.float64), border), shave(sr_y.astype(np.float64), border)
+    """SSIM of Wang et al. (11x11 Gaussian window, sigma 1.5, K1=0.01, K2=0.03), range 255, shaved.
+
+    scikit-image computes it; a map pixel sees 5 pixels around it and the mean leaves out the 5-pixel
+    edge, so the map is built STRIP_ROWS rows at a time with 5 rows of context each (the same number,
+    in a fraction of the memory of a whole 12-megapixel float64 map and its ten intermediates).
+    """
+    hr_y, sr_y = shave(hr_y, border), shave(sr_y, border)
     if min(hr_y.shape) < 11:
         raise ValueError(f"a {hr_y.shape[1]}x{hr_y.shape[0]} image (after shaving {border}) is smaller than SSIM's 11x11 window")
-    return float(structural_similarity(
-        hr_y, sr_y,
-        data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
+    radius, total, count = 5, 0.0, 0
+    for start in range(radius, len(hr_y) - radius, STRIP_ROWS):
+        stop = min(start + STRIP_ROWS, len(hr_y) - radius)
+        rows = slice(start - radius, stop + radius)
+        _, ssim_map = structural_similarity(hr_y[rows].astype(np.float64), sr_y[rows].astype(np.float64), data_range=255,
+                                            gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)
+        inner = ssim_map[radius:-radius, radius:-radius]
+        total, count = total + inner.sum(), count + inner.size
+    return float(total / count)
 
 
 def filter_grid(weights: np.ndarray, columns: int = 8, gap: int = 1) -> np.ndarray:

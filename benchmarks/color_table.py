@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
 
-from models import load_model  # noqa: E402
+from models import Upscaler, load_model  # noqa: E402
 from test import super_resolve  # noqa: E402
 from utils import benchmark_pairs, psnr, rgb2ycbcr, shave, to_uint8, upscale_bicubic  # noqa: E402
 
@@ -46,7 +45,7 @@ def main() -> None:
         model, meta = load_model(path, scale=args.scale)
         color = meta.get("color", "y")
         label = f"{path.name} ({'Y only, bicubic CbCr' if color == 'y' else color.upper() + ', 3 channels'})"
-        outputs = [super_resolve(model, lr, upscale_bicubic(lr, args.scale), color, torch.device("cpu"))[0]
+        outputs = [super_resolve(Upscaler(model), lr, upscale_bicubic(lr, args.scale), color)[0]
                    for _, lr in pairs]
         rows[label] = [channel_psnrs(hr, out, args.scale) for (hr, _), out in zip(pairs, outputs)]
     print(f"{args.dataset} x{args.scale}, {len(pairs)} colour images, mean PSNR (dB)\n")

@@ -13,12 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
 
-from models import load_model  # noqa: E402
+from models import Upscaler, load_model  # noqa: E402
 from test import evaluate_dataset  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -38,7 +37,7 @@ def main() -> None:
     for name in ("Set5", "Set14"):
         for scale in (2, 3, 4):
             model, _ = load_model(args.weights_dir / f"srcnn_x{scale}.pth")
-            mean = evaluate_dataset(model, args.data / name / f"x{scale}", scale, torch.device("cpu"))["mean"]
+            mean = evaluate_dataset(Upscaler(model), args.data / name / f"x{scale}", scale)["mean"]
             results[f"{name}_x{scale}"] = mean
             paper_psnr, paper_ssim = PAPER[(name, scale)]
             met = "yes" if mean["srcnn_psnr"] >= paper_psnr else "no"

@@ -8,6 +8,10 @@
 2. Reads random patches from the file through train.py's loader (PatchDataset + DataLoader) by
    worker count, and times SRCNN 9-5-5 training steps on the same patches: what the loader delivers
    against what the model consumes.
+3. Copies the first `--layout-patches` patch pairs into files of other HDF5 layouts (more patches per
+   chunk, gzip, lzf) and times random single-patch reads in each, as training makes them: how the
+   layout preprocess.py uses (one uncompressed patch per chunk) was chosen. The file is in the page
+   cache here, so this measures HDF5's own cost per read, not the disk's.
 """
 from __future__ import annotations
 
@@ -76,6 +80,38 @@ def loader_rate(path: Path, workers: int, batch: int = 64, batches: int = 100) -
     return count / (time.perf_counter() - start)
 
 
+LAYOUTS = {  # name: (patches per chunk, compression, compression options)
+    "1 patch/chunk, none (preprocess.py)": (1, None, None),
+    "1 patch/chunk, gzip 4": (1, "gzip", 4),
+    "1 patch/chunk, lzf": (1, "lzf", None),
+    "16 patches/chunk, none": (16, None, None),
+    "64 patches/chunk, none": (64, None, None),
+    "64 patches/chunk, gzip 4": (64, "gzip", 4),
+}
+
+
+def layout_rates(source: Path, folder: Path, patches: int, reads: int = 2000) -> dict[str, tuple[float, float]]:
+    """{layout: (bytes per patch pair on disk, random single-patch-pair reads per second)}."""
+    import h5py
+    with h5py.File(source) as f:
+        lr, hr = f["lr"][:patches], f["hr"][:patches]
+    order = np.random.default_rng(0).integers(0, len(lr), reads)
+    results = {}
+    for i, (name, (per_chunk, compression, options)) in enumerate(LAYOUTS.items()):
+        path = folder / f"layout{i}.h5"
+        with h5py.File(path, "w") as f:
+            for key, data in (("lr", lr), ("hr", hr)):
+                f.create_dataset(key, data=data, chunks=(per_chunk, *data.shape[1:]), compression=compression,
+                                 compression_opts=options)
+        with h5py.File(path) as f:  # as PatchDataset reads: one index at a time
+            start = time.perf_counter()
+            for index in order:
+                f["lr"][index], f["hr"][index]
+            rate = reads / (time.perf_counter() - start)
+        results[name] = (path.stat().st_size / len(lr), rate)
+    return results
+
+
 def model_rate(side: int, batch: int = 16, steps: int = 5) -> float:
     model = build_model("9-5-5")
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
@@ -95,6 +131,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2, help="preprocess.py worker processes")
     parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 1, 2, 4])
+    parser.add_argument("--layout-patches", type=int, default=5000, help="patch pairs in each layout comparison file")
     parser.add_argument("--t91", type=Path, default=ROOT.parent / "shared" / "data" / "T91")
     args = parser.parse_args()
     tiles = [im for im in (load_image(p) for p in list_images(args.t91)) if im.ndim == 3 and min(im.shape[:2]) >= 120 and im.shape[1] >= 160] \
@@ -118,6 +155,10 @@ def main() -> None:
         for workers in args.loader_workers:
             rate = loader_rate(output, workers)
             print(f"loader: {workers} workers deliver {rate:.0f} patches/s ({rate / consumed:.1f}x what the model consumes)")
+        print(f"\n| HDF5 layout ({min(args.layout_patches, patches)} patch pairs) | KB per pair | random pair reads/s |")
+        print("|---|---|---|")
+        for name, (size, rate) in layout_rates(output, Path(tmp), args.layout_patches).items():
+            print(f"| {name} | {size / 1024:.1f} | {rate:.0f} |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -21,19 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models import MEMORY_FORMATS, build_model, choose_device  # noqa: E402
 
 
-@torch.no_grad()
-def megapixels_per_second(model: torch.nn.Module, x: torch.Tensor, output_pixels: int, repeats: int) -> float:
-    model.super_resolve(x)  # warm-up: allocator, kernel choice; super_resolve is what test.py runs
+def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median wall time of `run()` over `repeats` calls, waiting for the GPU where there is one.
+    Callers warm up first (allocator, kernel choice, compilation)."""
     times = []
     for _ in range(repeats):
-        if x.is_cuda:
+        if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        model.super_resolve(x)
-        if x.is_cuda:
+        run()
+        if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return output_pixels / statistics.median(times) / 1e6
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -52,7 +53,9 @@ def main() -> None:
             model = build_model(arch, scale=args.scale).to(device, memory_format=MEMORY_FORMATS[layout]).eval()
             side = (height, width) if not model.takes_lr else (height // args.scale, width // args.scale)
             x = torch.rand(1, 1, *side, device=device)
-            results[arch, layout] = megapixels_per_second(model, x, pixels, args.repeats)
+            with torch.no_grad():
+                model.super_resolve(x)  # warm-up; super_resolve is what test.py runs
+                results[arch, layout] = pixels / median_seconds(lambda: model.super_resolve(x), args.repeats, device) / 1e6
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{width}x{height} output, x{args.scale}, {name}, torch {torch.__version__}")
     baseline = results["9-5-5", "contiguous"]

@@ -2,7 +2,6 @@
 import h5py
 import numpy as np
 import pytest
-import torch
 from conftest import run, textured_image
 from PIL import Image
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from models import build_model
+from models import Upscaler, build_model
 from utils import ImageError, load_image
 
 spec = importlib.util.spec_from_file_location("srcnn_test_script", REPO / "test.py")  # not Python's own `test`
@@ -103,9 +103,9 @@ def test_any_size_and_mode_gives_an_output_or_a_clear_error(tmp_path_factory, mo
     too_small = not lr and min(height, width) // scale * scale < 2 * scale
     if too_small:
         with pytest.raises(ImageError, match="in: .* too small"):
-            test_script.process_image(model, pixels, "in", args, torch.device("cpu"))
+            test_script.process_image(Upscaler(model), pixels, "in", args)
         return
-    test_script.process_image(model, pixels, "in", args, torch.device("cpu"))
+    test_script.process_image(Upscaler(model), pixels, "in", args)
     out = load_image(folder / "out" / f"in_srcnn_x{scale}.png")
     expected = (height * scale, width * scale) if lr else (height // scale * scale, width // scale * scale)
     assert out.shape[:2] == expected and out.ndim == pixels.ndim

@@ -2,10 +2,9 @@
 import re
 
 import pytest
-import torch
 from conftest import REPO, need
 
-from models import load_model
+from models import Upscaler, load_model
 
 README = (REPO / "README.md").read_text()
 
@@ -33,7 +32,7 @@ def test_readme_results_are_what_the_shipped_weights_give(data):
     assert {(name, scale) for name, scale, *_ in rows} == {(n, s) for n in ("Set5", "Set14") for s in (2, 3, 4)}
     for name, scale, bicubic, ours in rows:
         model, _ = load_model(REPO / "weights" / f"srcnn_x{scale}.pth")
-        mean = evaluate_dataset(model, need(data / name / f"x{scale}"), scale, torch.device("cpu"))["mean"]
+        mean = evaluate_dataset(Upscaler(model), need(data / name / f"x{scale}"), scale)["mean"]
         assert mean["srcnn_psnr"] == pytest.approx(ours[0], abs=0.005), (name, scale)
         assert mean["srcnn_ssim"] == pytest.approx(ours[1], abs=5e-5), (name, scale)
         assert mean["bicubic_psnr"] == pytest.approx(bicubic[0], abs=0.005), (name, scale)

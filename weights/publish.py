@@ -16,7 +16,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
 
-from models import load_model  # noqa: E402
+from models import Upscaler, load_model  # noqa: E402
 from test import evaluate_dataset  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     color = meta.get("color", "y")
     scores = {}
     for name in ("Set5", "Set14"):
-        result = evaluate_dataset(model, args.data / name / f"x{args.scale}", args.scale, torch.device("cpu"), color)
+        result = evaluate_dataset(Upscaler(model, "eager"), args.data / name / f"x{args.scale}", args.scale, color)
         scores[name] = {"psnr": round(result["mean"]["srcnn_psnr"], 4), "ssim": round(result["mean"]["srcnn_ssim"], 4)}
     kind = model.config()["model"] + ("" if color == "y" else f"_{color}")  # srcnn, fsrcnn, srcnn_rgb, ...
     out = ROOT / "weights" / f"{kind}_x{args.scale}.pth"

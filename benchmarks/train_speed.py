@@ -1,0 +1,71 @@
+"""SRCNN 9-5-5 training throughput (patches/s) by padding and tensor layout, measured in one run:
+what train.py's `--padding` and `--memory-format` choices cost, on the paper's 33x33 patches.
+
+    python benchmarks/train_speed.py                     # CPU
+    python benchmarks/train_speed.py --device cuda       # adds fp16 autocast + GradScaler, as train.py runs on CUDA
+
+Each configuration runs `--steps` Adam steps of batch `--batch-size` on the same random patches after
+a warm-up; the median step time gives patches/s. "valid" computes only the 17x17 centre the loss sees
+(the paper's setting), "same" all 33x33 outputs, so valid does about a third less arithmetic per patch.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from models import MEMORY_FORMATS, build_model, choose_device  # noqa: E402
+from speed import median_seconds  # noqa: E402
+
+
+def patches_per_second(padding: str, layout: str, amp: bool, device: torch.device, batch: int, side: int,
+                       steps: int) -> float:
+    torch.manual_seed(0)
+    model = build_model("9-5-5", padding=padding).to(device, memory_format=MEMORY_FORMATS[layout])
+    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    lr = torch.rand(batch, 1, side, side, device=device).contiguous(memory_format=MEMORY_FORMATS[layout])
+    hr = lr[..., model.border:side - model.border, model.border:side - model.border]
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loss = torch.nn.functional.mse_loss(model(lr).float(), hr)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    step()  # warm-up
+    return batch / median_seconds(step, steps, device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--patch-size", type=int, default=33)
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    device = choose_device(args.device)
+    configs = [(padding, layout, False) for padding in ("same", "valid") for layout in ("contiguous", "channels_last")]
+    if device.type == "cuda":
+        configs += [(padding, "channels_last", True) for padding in ("same", "valid")]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"SRCNN 9-5-5 training, batch {args.batch_size} of {args.patch_size}x{args.patch_size}, Adam, {name}, "
+          f"torch {torch.__version__}\n")
+    print("| padding | layout | fp16 autocast | patches/s | x same + NCHW |")
+    print("|---|---|---|---|---|")
+    baseline = None
+    for padding, layout, amp in configs:  # same + contiguous first: the baseline
+        rate = patches_per_second(padding, layout, amp, device, args.batch_size, args.patch_size, args.steps)
+        baseline = baseline or rate
+        print(f"| {padding} | {'NCHW' if layout == 'contiguous' else layout} | {'yes' if amp else 'no'} | "
+              f"{rate:.0f} | {rate / baseline:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
