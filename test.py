@@ -129,8 +129,8 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
     parser.add_argument("--inference-path", default="auto", choices=["auto", *INFERENCE_PATHS],
-                        help="how the network runs (auto: the fastest one that matches eager fp32 within 1/255 "
-                             "on this device: channels_last on CPUs, fp16 autocast on CUDA)")
+                        help="how the network runs (auto: the fastest one that matches eager fp32 within 1/255 on "
+                             "this device: onnxruntime on CPUs, channels_last without it, fp16 autocast on CUDA)")
     parser.add_argument("--tile", type=int, default=0,
                         help="run the network on TILE x TILE input pieces (same output, bounded memory); 0: whole image")
     parser.add_argument("--json", type=Path, help="with --dataset: write the table as JSON")
@@ -175,7 +175,7 @@ def main() -> None:
     except (ImageError, WeightsError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     except ModuleNotFoundError as err:  # --export-onnx and --inference-path onnxruntime need optional packages
-        raise SystemExit(f"error: {err.name} is not installed (pip install -r requirements-dev.txt)") from None
+        raise SystemExit(f"error: {err.name} is not installed (pip install -r requirements.txt)") from None
 
 
 if __name__ == "__main__":

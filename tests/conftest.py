@@ -15,6 +15,13 @@ DATA = Path(os.environ.get("SRCNN_DATA", REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(REPO))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Downloads and exported ONNX graphs go to a folder of this test run, not the user's ~/.cache/srcnn;
+    set in the environment, so the scripts the tests run use it too."""
+    os.environ["SRCNN_CACHE"] = str(tmp_path_factory.mktemp("srcnn_cache"))
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: benchmark data is not on this machine (see README, 'Data')")

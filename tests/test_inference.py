@@ -1,5 +1,6 @@
 """The fast inference paths: each gives eager fp32's result within 1/255 on Y, ONNX export round-trips,
 and tiled inference of a 4000x3000 photo stays in bounded memory."""
+import os
 import subprocess
 import sys
 
@@ -35,8 +36,32 @@ def test_fast_paths_match_eager_fp32_within_one_level(path, astronaut_bicubic):
 
 
 def test_default_path_per_device():
-    assert default_inference_path(torch.device("cpu")) == "channels_last"
+    assert default_inference_path(torch.device("cpu")) == "onnxruntime"
     assert default_inference_path(torch.device("cuda")) == "fp16"
+
+
+def test_without_onnxruntime_the_default_is_channels_last(tmp_path):
+    # A sitecustomize that hides onnxruntime, as on a machine where it did not install.
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['onnxruntime'] = None\n")
+    check = "import torch, models; print(models.default_inference_path(torch.device('cpu')))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.stdout.strip() == "channels_last", result.stderr
+    ran = subprocess.run([sys.executable, str(REPO / "test.py"), "--output-dir", tmp_path / "out"], capture_output=True,
+                         text=True, cwd=REPO, timeout=300, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert ran.returncode == 0 and "SRCNN PSNR" in ran.stdout, ran.stderr
+
+
+def test_onnx_graph_is_exported_once_per_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRCNN_CACHE", str(tmp_path))
+    model = build_model("9-5-5")
+    Upscaler(model, "onnxruntime")
+    Upscaler(model, "onnxruntime")
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+    torch.nn.init.zeros_(model.conv3.bias)  # other weights, another graph
+    Upscaler(model, "onnxruntime")
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_upscalers_of_one_model_keep_their_own_layout():
@@ -75,7 +100,7 @@ def test_onnx_export_of_fsrcnn_round_trips(tmp_path):
 def test_export_without_onnx_is_a_clean_error(tmp_path):
     # A sitecustomize that hides onnxscript, as on a machine with only requirements.txt installed.
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['onnxscript'] = None\n")
-    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     result = subprocess.run([sys.executable, str(REPO / "test.py"), "--export-onnx", tmp_path / "x.onnx"],
                             capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
