@@ -10,7 +10,8 @@ on the exported model (needs onnx, onnxscript, onnxruntime: requirements-dev.txt
 autocast, the fp16 path with cudnn.benchmark, and that path replayed as a CUDA graph. Each runs
 `--repeats` times after a warm-up; the median gives megapixels of output per second, and GFLOP/s from
 the 2 * 57,184 multiply-adds per output pixel of 9-5-5. The peak is the best of a few
-`--matmul-size`-square fp32 matmuls (PyTorch's and, on CPUs, NumPy's). "max |dY|" is the largest difference from eager fp32 on the
+`--matmul-size`-square fp32 matmuls (PyTorch's and, on CPUs, NumPy's), timed before and after
+the paths. "max |dY|" is the largest difference from eager fp32 on the
 output Y, in 8-bit levels: test.py may pick a path only where it stays below 1.
 """
 from __future__ import annotations
@@ -90,7 +91,6 @@ def main() -> None:
     model = load_model(args.weights_file)[0]
     flops = flops_per_pixel(model)
     matmuls = matmul_gflops(args.matmul_size, 3, device)
-    peak = max(matmuls.values())
 
     paths = ["eager", "channels_last", "compile", "onnxruntime", "fp16", "bf16"]
     runs: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -107,6 +107,10 @@ def main() -> None:
         runs["fp16 + CUDA graph"] = cuda_graph_path(runs["fp16 + cudnn.benchmark"], x)
 
     reference = runs["eager"](x).clamp(0, 1).cpu()
+    # the peak again after the paths have run, keeping the better rate: shared machines and boost clocks
+    # make a single matmul timing swing by a third
+    matmuls = {name: max(rate, matmuls[name]) for name, rate in matmul_gflops(args.matmul_size, 3, device).items()}
+    peak = max(matmuls.values())
     pixels = x.shape[-2] * x.shape[-1]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"SRCNN 9-5-5, 1280x720 Y, {name}, torch {torch.__version__}, {flops:,} FLOP/pixel")
