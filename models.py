@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import http.client
 import importlib.util
 import logging
-import http.client
 import os
 import re
 import urllib.request

@@ -6,7 +6,7 @@ shipped x3 weights.
     python benchmarks/inference_paths.py --device cuda    # adds fp16/bf16, cudnn.benchmark, CUDA graphs
 
 Paths: eager (NCHW fp32, what a typical SRCNN repo runs), channels_last, torch.compile, ONNX Runtime
-on the exported model (needs onnx, onnxscript, onnxruntime: requirements-dev.txt), and on CUDA fp16/bf16
+on the exported model (onnx, onnxscript, onnxruntime: requirements.txt), and on CUDA fp16/bf16
 autocast, the fp16 path with cudnn.benchmark, and that path replayed as a CUDA graph. Each runs
 `--repeats` times after a warm-up; the median gives megapixels of output per second, and GFLOP/s from
 the 2 * 57,184 multiply-adds per output pixel of 9-5-5. The peak is the best of a few
