@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="tensor layout of the convolutions: channels_last trains 1.3-1.8x faster on CPUs here")
     parser.add_argument("--resume", action="store_true", help="continue from <outputs-dir>/last.pth")
     parser.add_argument("--log-every", type=int, default=100, help="steps between training-metric logs")
+    parser.add_argument("--eval-every", type=int, default=1,
+                        help="epochs between validations (and best.pth updates); the last epoch is always validated")
     parser.add_argument("--image-every", type=int, default=5, help="epochs between image and filter logs")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="read the whole patch file into memory first (fast for T91-sized files, e.g. on a GPU)")
     args = parser.parse_args(argv)
     args.outputs_dir = args.outputs_dir or Path("runs") / f"srcnn_x{args.scale}"
-    for name in ("batch_size", "epochs", "log_every", "image_every"):
+    for name in ("batch_size", "epochs", "log_every", "eval_every", "image_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
 
     try:
-        train_set = PatchDataset(args.train_file)
+        train_set = PatchDataset(args.train_file, in_memory=args.in_memory)
         color = str(train_set.attrs.get("color", "y"))
         eval_set = EvalDataset(args.eval_file, args.scale, color=color)
     except (ValueError, ImageError) as err:
@@ -259,11 +264,13 @@ def main(argv: list[str] | None = None) -> None:
     augment_generator = torch.Generator()
     border, loss_average = model.border, None
     model.train()
+    next_images = start_epoch  # the first validation logs images, then one every --image-every epochs
     per_epoch, per_rank = len(train_set) // args.batch_size, args.batch_size // world
     for epoch in range(start_epoch, args.epochs):
         # The shuffle comes from seed + epoch and each batch's augmentation from seed and step, so a run
         # resumed mid-epoch replays exactly the batches an uninterrupted run would have seen. Each rank
         # takes its slice of every global batch (a DistributedSampler that also resumes mid-epoch).
+        started = time.perf_counter()
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed + epoch))
         batches = order[: per_epoch * args.batch_size].view(per_epoch, args.batch_size)
         mine = batches[batches_done:, rank * per_rank:(rank + 1) * per_rank].flatten().tolist()
@@ -324,30 +331,33 @@ def main(argv: list[str] | None = None) -> None:
         if finished:
             scheduler.step()
             batches_done = 0
-        if not writer:  # ranks > 0 wait while rank 0 validates and saves
-            dist.barrier()
-            if stop.signal or (args.max_steps and step >= args.max_steps):
-                break
-            continue
-        scores = validate(model, eval_set, args.scale, color, device)
-        for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
-            if key in scores:
-                writer.add_scalar(f"val/{key}", scores[key], step)
-        if (epoch + 1) % args.image_every == 0 or epoch == start_epoch:
-            strip = to_uint8(scores["strip"])
-            writer.add_image("val/bicubic_srcnn_hr", strip[None], step, dataformats="CHW")
-            first = model.feature[0] if isinstance(model, FSRCNN) else model.conv1
-            weights = first.weight.detach().cpu().numpy()[:, 0]  # the first input channel (Y, Y or R)
-            writer.add_image("filters/first_layer", filter_grid(weights)[None], step, dataformats="CHW")
-        writer.flush()
-        improved = scores["psnr"] > best_psnr
-        best_psnr = max(best_psnr, scores["psnr"])
-        checkpoint(epoch + finished, batches_done, scores)
-        tqdm.write(f"epoch {epoch + 1}: step {step}, val PSNR {scores['psnr']:.2f} dB (bicubic {scores['bicubic_psnr']:.2f}),"
-                   f" SSIM {scores['ssim']:.4f}{' *' if improved else ''}", file=sys.stdout)
+        stopping = bool(stop.signal) or bool(args.max_steps and step >= args.max_steps)
+        evaluate = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or stopping
+        if writer and evaluate:  # rank 0 alone validates and saves; the other ranks wait at the barrier
+            scores = validate(model, eval_set, args.scale, color, device)
+            for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
+                if key in scores:
+                    writer.add_scalar(f"val/{key}", scores[key], step)
+            if epoch >= next_images:
+                next_images = epoch + args.image_every
+                strip = to_uint8(scores["strip"])
+                writer.add_image("val/bicubic_srcnn_hr", strip[None], step, dataformats="CHW")
+                first = model.feature[0] if isinstance(model, FSRCNN) else model.conv1
+                weights = first.weight.detach().cpu().numpy()[:, 0]  # the first input channel (Y, Y or R)
+                writer.add_image("filters/first_layer", filter_grid(weights)[None], step, dataformats="CHW")
+            writer.flush()
+            improved = scores["psnr"] > best_psnr
+            best_psnr = max(best_psnr, scores["psnr"])
+            checkpoint(epoch + finished, batches_done, scores)
+            tqdm.write(f"epoch {epoch + 1}: step {step}, val PSNR {scores['psnr']:.2f} dB (bicubic "
+                       f"{scores['bicubic_psnr']:.2f}), SSIM {scores['ssim']:.4f}, {time.perf_counter() - started:.1f} s"
+                       f"{' *' if improved else ''}", file=sys.stdout)
+        elif writer:
+            checkpoint(epoch + finished, batches_done, None)
+            tqdm.write(f"epoch {epoch + 1}: step {step}, {time.perf_counter() - started:.1f} s", file=sys.stdout)
         if world > 1:
             dist.barrier()
-        if stop.signal or (args.max_steps and step >= args.max_steps):
+        if stopping:
             break
     if writer:
         writer.close()

@@ -29,6 +29,15 @@ def test_patches_are_unit_range_tensors_and_the_file_opens_lazily(tmp_path):
     assert len(batches) == 2 and batches[0][0].shape == (4, 1, 12, 12)
 
 
+def test_in_memory_batches_equal_patches_read_from_disk(tmp_path):
+    make_patches(tmp_path / "p.h5")
+    on_disk, in_memory = PatchDataset(tmp_path / "p.h5"), PatchDataset(tmp_path / "p.h5", in_memory=True)
+    order = [5, 2, 7, 0]
+    for a, b in zip(DataLoader(on_disk, batch_size=4, sampler=order), DataLoader(in_memory, batch_size=4, sampler=order)):
+        assert a[0].shape == (4, 1, 12, 12) and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(in_memory[3][1], on_disk[3][1])
+
+
 def test_augmentation_transforms_lr_and_hr_alike_and_covers_all_eight():
     hr = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 1, 12, 12))).float()
     generator = torch.Generator().manual_seed(0)

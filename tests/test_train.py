@@ -52,6 +52,23 @@ def test_smoke_training_beats_bicubic_on_set5(data, t91_patches, tmp_path):
     assert measured["bicubic_psnr"] == pytest.approx(bicubic, abs=0.01)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_training_beats_bicubic_and_test_py_agrees_on_cuda(data, t91_patches, tmp_path):
+    """The GPU path end to end: fp16 autocast training, in-memory patches, and test.py's default CUDA
+    path (fp16) measuring the result as train.py's fp32 validation does, to 0.01 dB."""
+    set5 = need(data / "Set5" / "x3")
+    bicubic = json.loads((data / "reference_psnr.json").read_text())["Set5_x3"]["Bicubic"]["psnr_mean"]
+    result = run("train.py", "--train-file", t91_patches, "--eval-file", set5, "--scale", 3, "--outputs-dir", tmp_path,
+                 "--lr", 1e-3, "--max-steps", 500, "--epochs", 1, "--num-workers", 0, "--in-memory", "--device", "cuda")
+    assert result.returncode == 0, result.stderr[-2000:]
+    model, meta = load_model(tmp_path / "best.pth")
+    assert meta["val_psnr"] > bicubic + 0.3, (meta["val_psnr"], bicubic)
+    table = run("test.py", "--weights-file", tmp_path / "best.pth", "--dataset", set5, "--scale", 3,
+                "--json", tmp_path / "t.json", "--device", "cuda")
+    assert table.returncode == 0, table.stderr
+    assert json.loads((tmp_path / "t.json").read_text())["mean"]["srcnn_psnr"] == pytest.approx(meta["val_psnr"], abs=0.01)
+
+
 def tiny_patches(path, count=96, size=21, seed=0):
     rng = np.random.default_rng(seed)
     hr = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
@@ -88,6 +105,24 @@ def test_resume_continues_exactly(tmp_path, tiny_eval):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+
+
+def test_in_memory_training_equals_streaming_and_eval_every_skips_validations(tmp_path, tiny_eval):
+    train = tiny_patches(tmp_path / "tiny.h5")
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 0, "--augment",
+              "--lr", 1e-3, "--epochs", 4]
+    streamed = run("train.py", *common, "--outputs-dir", tmp_path / "streamed")
+    in_memory = run("train.py", *common, "--outputs-dir", tmp_path / "in_memory", "--in-memory", "--eval-every", 3)
+    assert streamed.returncode == 0 and in_memory.returncode == 0, streamed.stderr + in_memory.stderr
+    a = torch.load(tmp_path / "streamed" / "last.pth", weights_only=True)
+    b = torch.load(tmp_path / "in_memory" / "last.pth", weights_only=True)
+    assert a["step"] == b["step"] == 4 * 12
+    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+    validated = lambda result: [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("epoch")
+                                and "val PSNR" in line]
+    assert validated(streamed) == ["epoch 1", "epoch 2", "epoch 3", "epoch 4"]
+    assert validated(in_memory) == ["epoch 3", "epoch 4"]  # every 3rd epoch, and always the last
+    assert "epoch 1: step 12," in in_memory.stdout
 
 
 def free_port() -> int:
