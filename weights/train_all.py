@@ -142,7 +142,7 @@ def main() -> None:
     for name in args.recipes:
         plan = plans[name]
         per_epoch = plan["train_s"] + plan["validation_s"] / 5  # COMMON validates every 5th epoch
-        plan["epochs"] = max(1, int(0.9 * (deadline - time.monotonic() - plan["startup_s"]) / per_epoch))
+        plan["epochs"] = max(1, int(0.85 * (deadline - time.monotonic() - plan["startup_s"]) / per_epoch))
         print(f"{name}: {plan['train_s']:.1f} s/epoch training, {plan['validation_s']:.1f} s/validation "
               f"-> {plan['epochs']} epochs", flush=True)
         runs.append(launch(name, args.outputs_root / name, "--epochs", str(plan["epochs"])))
