@@ -1,14 +1,19 @@
-"""Plot validation PSNR against epoch from train.py's TensorBoard logs, one panel per run, as a PNG.
+"""Plot validation PSNR against epoch from train.py's TensorBoard logs, one panel per model, as a PNG.
 
     python benchmarks/plot_curves.py runs/srcnn_x2 runs/srcnn_x3 runs/srcnn_x4   # -> results/curves_val_psnr.png
 
-Dashed lines: the run's bicubic PSNR (grey) and, for SRCNN runs at x2/x3/x4, the paper's Set5 target (red).
+A folder is one train.py run, or a model trained in stages: then its subfolders are the runs, in name
+order (weights/training/srcnn_x3/{cpu,gpu1,gpu2,gpu3}), drawn end to end with dotted lines between
+them. Epochs come from each run's steps and best.pth's steps per epoch (batch sizes differ by stage).
+Dashed lines: the bicubic PSNR (grey) and, for SRCNN at x2/x3/x4, the paper's Set5 target (red).
 """
 from __future__ import annotations
 
 import argparse
 import math
 from pathlib import Path
+
+import torch
 
 from PIL import Image, ImageDraw
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -17,34 +22,52 @@ PAPER_SET5 = {2: 36.66, 3: 32.75, 4: 30.49}
 W, H, MARGIN = 420, 300, 48
 
 
-def read_scalar(run: Path, tag: str) -> list[float]:
-    """One value per step (the last written, should a resumed run have logged a step twice)."""
+def read_scalar(run: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) pairs, one per step (the last written, should a resumed run have logged a step twice)."""
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
     events.Reload()
     if tag not in events.Tags()["scalars"]:
         return []
-    return [v for _, v in sorted({e.step: e.value for e in events.Scalars(tag)}.items())]
+    return sorted({e.step: e.value for e in events.Scalars(tag)}.items())
 
 
-def panel(title: str, values: list[float], lines: dict[str, tuple[float, str]]) -> Image.Image:
+def stages(folder: Path) -> list[Path]:
+    """The train.py runs a model folder holds: itself, or its subfolders in name order."""
+    if any(folder.glob("events.out.tfevents.*")):
+        return [folder]
+    return sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*")))
+
+
+def steps_per_epoch(run: Path) -> float:
+    meta = torch.load(run / "best.pth", map_location="cpu", weights_only=True)["meta"]
+    return meta["step"] / meta["epoch"]
+
+
+def panel(title: str, curve: list[tuple[float, float]], boundaries: list[tuple[float, str]],
+          lines: dict[str, tuple[float, str]]) -> Image.Image:
     image = Image.new("RGB", (W, H), "white")
     draw = ImageDraw.Draw(image)
-    levels = values + [v for v, _ in lines.values()]
+    levels = [v for _, v in curve] + [v for v, _ in lines.values()]
     low, high = math.floor(min(levels) - 0.2), math.ceil(max(levels) + 0.2)
-    x = lambda i: MARGIN + (W - 2 * MARGIN) * i / max(1, len(values) - 1)
+    last = max(curve[-1][0], 1.0)
+    x = lambda epoch: MARGIN + (W - 2 * MARGIN) * epoch / last
     y = lambda v: H - MARGIN - (H - 2 * MARGIN) * (v - low) / (high - low)
     draw.rectangle([MARGIN, MARGIN, W - MARGIN, H - MARGIN], outline="black")
     for level in range(low, high + 1):
         draw.line([MARGIN - 4, y(level), MARGIN, y(level)], fill="black")
         draw.text((6, y(level) - 6), f"{level} dB", fill="black")
-    for epoch in range(0, len(values) + 1, max(1, len(values) // 5)):
-        if epoch >= 1:
-            draw.text((x(epoch - 1) - 6, H - MARGIN + 6), str(epoch), fill="black")
+    tick = 10 ** math.floor(math.log10(last / 2)) * (5 if last / 10 ** math.floor(math.log10(last / 2)) > 10 else 1)
+    for epoch in range(0, int(last) + 1, max(1, int(tick))):
+        draw.text((x(epoch) - 6, H - MARGIN + 6), str(epoch), fill="black")
+    for epoch, name in boundaries:
+        for start in range(MARGIN, H - MARGIN, 6):
+            draw.point([(x(epoch), start)], fill="grey")
+        draw.text((x(epoch) + 3, MARGIN + 3), name, fill="grey")
     for label, (value, colour) in lines.items():
         for start in range(MARGIN, W - MARGIN, 8):
             draw.line([start, y(value), min(start + 4, W - MARGIN), y(value)], fill=colour)
         draw.text((W - MARGIN - 6 * len(label), y(value) - 13), label, fill=colour)
-    draw.line([(x(i), y(v)) for i, v in enumerate(values)], fill="navy", width=2)
+    draw.line([(x(e), y(v)) for e, v in curve], fill="navy", width=2)
     draw.text((MARGIN, 16), title, fill="black")
     draw.text((W // 2 - 15, H - 18), "epoch", fill="black")
     return image
@@ -56,18 +79,28 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("results") / "curves_val_psnr.png")
     args = parser.parse_args()
     panels = []
-    for run in args.runs:
-        psnr, bicubic = read_scalar(run, "val/psnr"), read_scalar(run, "val/bicubic_psnr")
-        if not psnr:
-            raise SystemExit(f"error: {run}: no val/psnr in its TensorBoard logs")
-        scale = next((s for s in PAPER_SET5 if run.name.endswith(f"x{s}")), None)
-        lines = {"bicubic": (bicubic[-1], "grey")} if bicubic else {}
-        if scale and run.name.startswith("srcnn"):
+    for folder in args.runs:
+        curve, boundaries, bicubic, offset = [], [], [], 0.0
+        for run in stages(folder):
+            per_epoch = steps_per_epoch(run)
+            points = read_scalar(run, "val/psnr")
+            if len(stages(folder)) > 1:
+                boundaries.append((offset, run.name))
+            curve += [(offset + step / per_epoch, value) for step, value in points]
+            offset = curve[-1][0] if curve else offset
+            bicubic = read_scalar(run, "val/bicubic_psnr") or bicubic
+        if not curve:
+            raise SystemExit(f"error: {folder}: no val/psnr in its TensorBoard logs")
+        scale = next((s for s in PAPER_SET5 if folder.name.endswith(f"x{s}")), None)
+        lines = {"bicubic": (bicubic[-1][1], "grey")} if bicubic else {}
+        if scale and folder.name.startswith("srcnn"):
             lines["paper"] = (PAPER_SET5[scale], "red")
-        panels.append(panel(f"{run.name}: val PSNR, best {max(psnr):.2f} dB after {len(psnr)} epochs", psnr, lines))
-    sheet = Image.new("RGB", (W * len(panels), H), "white")
+        best = max(v for _, v in curve)
+        panels.append(panel(f"{folder.name}: val PSNR, best {best:.2f} dB in {offset:.0f} epochs", curve, boundaries, lines))
+    columns = min(3, len(panels))
+    sheet = Image.new("RGB", (W * columns, H * math.ceil(len(panels) / columns)), "white")
     for i, p in enumerate(panels):
-        sheet.paste(p, (i * W, 0))
+        sheet.paste(p, (i % columns * W, i // columns * H))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.output)
     print(f"wrote {args.output}")

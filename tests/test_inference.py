@@ -26,13 +26,14 @@ def astronaut_bicubic() -> torch.Tensor:
 
 @pytest.mark.parametrize("path", ["channels_last", "onnxruntime", "compile",
                                   pytest.param("fp16", marks=CUDA), pytest.param("bf16", marks=CUDA)])
-def test_fast_paths_match_eager_fp32_within_one_level(path, astronaut_bicubic):
+def test_fast_paths_match_eager_fp32_within_one_level_bf16_within_four(path, astronaut_bicubic):
     model = load_model(REPO / "weights" / "srcnn_x3.pth")[0]
     device = torch.device("cuda" if path in ("fp16", "bf16") else "cpu")
     eager = Upscaler(model, "eager", device)(astronaut_bicubic).clamp(0, 1).cpu()
     fast = Upscaler(model, path, device)(astronaut_bicubic).clamp(0, 1).cpu()
     assert fast.dtype == torch.float32 and fast.shape == eager.shape
-    assert (fast - eager).abs().max().item() * 255 < 1
+    # bf16 keeps 8 mantissa bits: 2.5 levels off on an H200, which is why auto never picks it
+    assert (fast - eager).abs().max().item() * 255 < (4 if path == "bf16" else 1)
 
 
 def test_default_path_per_device():

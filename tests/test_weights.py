@@ -114,3 +114,24 @@ def test_foreign_state_dicts_load_and_compute_the_same(tmp_path, padded):
         torch.testing.assert_close(ours(x), theirs(x))
         if not padded:  # full-size output: the valid network on a replicate-padded input
             torch.testing.assert_close(ours.super_resolve(x), theirs(F.pad(x, [8] * 4, mode="replicate")))
+
+
+def test_train_all_recipes_name_the_files_preprocess_writes(tmp_path):
+    """weights/train_all.py finds each recipe's patch file by preprocess.py's default name."""
+    import sys
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "weights"))
+    from train_all import RECIPES, patch_file
+    images = tmp_path / "T91"  # preprocess.py names its output after the folder
+    images.mkdir()
+    Image.fromarray(textured_image(66, 66)).save(images / "a.png")
+    for name in ("srcnn_x3", "fsrcnn_x2", "srcnn_x3_ycbcr", "srcnn_x4_rgb"):
+        preprocess_args = RECIPES[name][0]
+        result = run("preprocess.py", "--images", images, *preprocess_args, "--workers", 1, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        written = sorted((tmp_path / "output").glob("*.h5"))
+        assert written == [patch_file(preprocess_args, tmp_path / "output")], (name, written)
+        written[0].unlink()
+    for name, (_, train_args) in RECIPES.items():  # every --init it continues from is shipped
+        if "--init" in train_args:
+            assert (REPO / train_args[train_args.index("--init") + 1]).exists(), name

@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, required=True, choices=[2, 3, 4])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="folder with Set5/ and Set14/")
     parser.add_argument("--training-data", default="T91 (91 images), paper preset: 33x33 patches, stride 14")
+    parser.add_argument("--history", help="how the weights were trained when it took several runs (stored in meta)")
     args = parser.parse_args()
 
     model, meta = load_model(args.checkpoint, scale=args.scale)
@@ -42,7 +43,8 @@ def main() -> None:
     out = ROOT / "weights" / f"{kind}_x{args.scale}.pth"
     info = {**model.config(), "arch": meta.get("arch", "9-5-5"), "color": color,
             "scale": args.scale, "training_data": args.training_data, "epochs": meta.get("epoch"),
-            "steps": meta.get("step"), "protocol": "Y (MATLAB rgb2ycbcr), shave = scale, range 255", "benchmarks": scores}
+            "steps": meta.get("step"), "protocol": "Y (MATLAB rgb2ycbcr), shave = scale, range 255", "benchmarks": scores,
+            **({"history": args.history} if args.history else {})}
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"model": model.state_dict(), "meta": info}, tmp)
     tmp.replace(out)

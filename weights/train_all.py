@@ -38,14 +38,14 @@ COMMON = ["--lr-schedule", "cosine", "--augment", "--batch-size", "64", "--in-me
 
 def recipes(scale: int) -> dict[str, tuple[list[str], list[str]]]:
     """name -> (preprocess.py arguments, train.py arguments) for one scale. SRCNN and FSRCNN continue
-    from the shipped / committed weights with a fresh schedule (a warm restart); the colour models
-    start from scratch."""
+    from the shipped weights with a fresh schedule (a warm restart); the colour models start from
+    scratch."""
     s = str(scale)
     return {
         f"srcnn_x{s}": (["--scale", s], ["--scale", s, "--lr", "5e-4", "--init", f"weights/srcnn_x{s}.pth"]),
         f"fsrcnn_x{s}": (["--scale", s, "--lr-size"],
                          ["--scale", s, "--arch", "fsrcnn", "--lr", "5e-4",
-                          "--init", f"weights/training/fsrcnn_x{s}/best.pth"]),
+                          "--init", f"weights/fsrcnn_x{s}.pth"]),
         f"srcnn_x{s}_ycbcr": (["--scale", s, "--channels", "3", "--color", "ycbcr"], ["--scale", s, "--lr", "1e-3"]),
         f"srcnn_x{s}_rgb": (["--scale", s, "--channels", "3", "--color", "rgb"], ["--scale", s, "--lr", "1e-3"]),
     }
