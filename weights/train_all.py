@@ -117,9 +117,10 @@ def main() -> None:
     for name in args.recipes:
         preprocess_args, _ = RECIPES[name]
         patches = patch_file(preprocess_args, args.patches_dir)
-        if not patches.exists():
-            subprocess.run([sys.executable, str(ROOT / "preprocess.py"), "--images", str(args.data / "T91"),
-                            *preprocess_args, "--output", str(patches)], cwd=ROOT, check=True)
+        if not patches.exists() and subprocess.run([sys.executable, str(ROOT / "preprocess.py"), "--images",
+                                                    str(args.data / "T91"), *preprocess_args, "--output",
+                                                    str(patches)], cwd=ROOT).returncode != 0:
+            raise SystemExit(f"error: preprocess.py could not make {patches} for {name} (its message is above)")
 
     def launch(name: str, outputs_dir: Path, *extra: str) -> Run:
         preprocess_args, train_args = RECIPES[name]
@@ -141,7 +142,7 @@ def main() -> None:
     runs = []
     for name in args.recipes:
         plan = plans[name]
-        per_epoch = plan["train_s"] + plan["validation_s"] / 5  # COMMON validates every 5th epoch
+        per_epoch = plan["train_s"] + plan["validation_s"] / int(COMMON[COMMON.index("--eval-every") + 1])
         plan["epochs"] = max(1, int(0.85 * (deadline - time.monotonic() - plan["startup_s"]) / per_epoch))
         print(f"{name}: {plan['train_s']:.1f} s/epoch training, {plan['validation_s']:.1f} s/validation "
               f"-> {plan['epochs']} epochs", flush=True)
