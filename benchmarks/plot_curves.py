@@ -2,9 +2,9 @@
 
     python benchmarks/plot_curves.py runs/srcnn_x2 runs/srcnn_x3 runs/srcnn_x4   # -> results/curves_val_psnr.png
 
-A folder is one train.py run, or a model trained in stages: then its subfolders are the runs, in name
-order (weights/training/srcnn_x3/{cpu,gpu1,gpu2,gpu3}), drawn end to end with dotted lines between
-them. Epochs come from each run's steps and best.pth's steps per epoch (batch sizes differ by stage).
+A folder is one train.py run, or a model trained in stages: then its subfolders are the runs, in the
+order they ran (weights/training/srcnn_x3/{cpu,gpu1,gpu2,gpu3}), drawn end to end with dotted lines
+between them. Epochs come from each run's steps and best.pth's steps per epoch (batch sizes differ by stage).
 Dashed lines: the bicubic PSNR (grey) and, for SRCNN at x2/x3/x4, the paper's Set5 target (red).
 """
 from __future__ import annotations
@@ -31,11 +31,16 @@ def read_scalar(run: Path, tag: str) -> list[tuple[int, float]]:
     return sorted({e.step: e.value for e in events.Scalars(tag)}.items())
 
 
+def started(run: Path) -> int:
+    """When a run began: the earliest timestamp in its event file names (events.out.tfevents.TIME.HOST)."""
+    return min(int(p.name.split(".")[3]) for p in run.glob("events.out.tfevents.*"))
+
+
 def stages(folder: Path) -> list[Path]:
-    """The train.py runs a model folder holds: itself, or its subfolders in name order."""
+    """The train.py runs a model folder holds: itself, or its subfolders in the order they ran."""
     if any(folder.glob("events.out.tfevents.*")):
         return [folder]
-    return sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*")))
+    return sorted((p for p in folder.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*"))), key=started)
 
 
 def steps_per_epoch(run: Path) -> float:
