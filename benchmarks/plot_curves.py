@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 
 import torch
-
 from PIL import Image, ImageDraw
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -86,10 +85,11 @@ def main() -> None:
     panels = []
     for folder in args.runs:
         curve, boundaries, bicubic, offset = [], [], [], 0.0
-        for run in stages(folder):
+        runs = stages(folder)
+        for run in runs:
             per_epoch = steps_per_epoch(run)
             points = read_scalar(run, "val/psnr")
-            if len(stages(folder)) > 1:
+            if len(runs) > 1:
                 boundaries.append((offset, run.name))
             curve += [(offset + step / per_epoch, value) for step, value in points]
             offset = curve[-1][0] if curve else offset
