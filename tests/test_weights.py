@@ -135,3 +135,26 @@ def test_train_all_recipes_name_the_files_preprocess_writes(tmp_path):
     for name, (_, train_args) in RECIPES.items():  # every --init it continues from is shipped
         if "--init" in train_args:
             assert (REPO / train_args[train_args.index("--init") + 1]).exists(), name
+
+
+def test_archive_run_keeps_scalars_and_best_but_drops_images(tmp_path):
+    """weights/archive_run.py: the history keeps the curves and best.pth, not the image summaries."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboardX import SummaryWriter
+    run_dir, dest = tmp_path / "run", tmp_path / "training" / "srcnn_x3" / "cpu"
+    with SummaryWriter(str(run_dir)) as writer:
+        for step in range(3):
+            writer.add_scalar("val/psnr", 30.0 + step, step)
+            writer.add_image("val/sample", textured_image(16, 16), step, dataformats="HWC")
+    torch.save({"weights": torch.ones(2)}, run_dir / "best.pth")
+    torch.save({"weights": torch.ones(2)}, run_dir / "last.pth")
+
+    result = run("weights/archive_run.py", run_dir, dest)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith("events")) == ["best.pth"]
+    source, kept = (EventAccumulator(str(d), size_guidance={"images": 0}) for d in (run_dir, dest))
+    source.Reload(), kept.Reload()
+    assert len(source.Images("val/sample")) == 3 and kept.Tags()["images"] == []
+    assert [(e.step, e.value) for e in kept.Scalars("val/psnr")] == [(0, 30.0), (1, 31.0), (2, 32.0)]
+
+    assert_clean_error(run("weights/archive_run.py", tmp_path / "training", dest), "no best.pth")

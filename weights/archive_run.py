@@ -1,0 +1,56 @@
+"""Keep a finished train.py run in the training history: best.pth plus its TensorBoard scalars.
+
+    python weights/archive_run.py runs/srcnn_x3_valid weights/training/srcnn_x3/cpu_valid
+
+Image summaries (sample images, filters) are dropped from the event files: they are most of their size
+and the history only needs the curves. last.pth is not kept: the run's schedule has ended, or a later
+run continues from best.pth.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.proto import event_pb2
+from tensorboardX.record_writer import RecordWriter
+
+
+def strip_images(source: Path, dest: Path) -> None:
+    """Copy an event file without its image summaries; scalars, text and run metadata stay."""
+    partial = dest.with_name(dest.name + ".partial")
+    writer = RecordWriter(str(partial))
+    for record in RawEventFileLoader(str(source)).Load():
+        event = event_pb2.Event.FromString(record)
+        if event.HasField("summary"):
+            kept = [value for value in event.summary.value if not value.HasField("image")]
+            if not kept:
+                continue
+            del event.summary.value[:]
+            event.summary.value.extend(kept)
+        writer.write(event.SerializeToString())
+    writer.close()
+    partial.replace(dest)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="train.py --outputs-dir")
+    parser.add_argument("dest", type=Path, help="weights/training/<model>/<run name>")
+    args = parser.parse_args()
+
+    best = args.run / "best.pth"
+    events = sorted(args.run.glob("events.out.tfevents.*"))
+    if not best.is_file() or not events:
+        raise SystemExit(f"error: {args.run} has no best.pth or no event file; is it a train.py run folder?")
+    args.dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(best, args.dest / best.name)
+    for source in events:
+        strip_images(source, args.dest / source.name)
+        print(f"{source} ({source.stat().st_size / 1e6:.1f} MB) -> {args.dest / source.name} "
+              f"({(args.dest / source.name).stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
