@@ -132,9 +132,11 @@ def test_train_all_recipes_name_the_files_preprocess_writes(tmp_path):
         written = sorted((tmp_path / "output").glob("*.h5"))
         assert written == [patch_file(preprocess_args, tmp_path / "output")], (name, written)
         written[0].unlink()
-    for name, (_, train_args) in RECIPES.items():  # every --init it continues from is shipped
+    for name, (_, train_args) in RECIPES.items():  # every --init it continues from ships, trained with that padding
         if "--init" in train_args:
-            assert (REPO / train_args[train_args.index("--init") + 1]).exists(), name
+            shipped = load_model(REPO / train_args[train_args.index("--init") + 1])[0]
+            padding = train_args[train_args.index("--padding") + 1] if "--padding" in train_args else "same"
+            assert shipped.padding == padding, name
 
 
 def test_archive_run_keeps_scalars_and_best_but_drops_images(tmp_path):

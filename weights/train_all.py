@@ -38,11 +38,12 @@ COMMON = ["--lr-schedule", "cosine", "--augment", "--batch-size", "64", "--in-me
 
 def recipes(scale: int) -> dict[str, tuple[list[str], list[str]]]:
     """name -> (preprocess.py arguments, train.py arguments) for one scale. SRCNN and FSRCNN continue
-    from the shipped weights with a fresh schedule (a warm restart); the colour models start from
-    scratch."""
+    from the shipped weights with a fresh schedule (a warm restart) and the shipped weights' padding
+    (SRCNN: the paper's valid padding); the colour models start from scratch."""
     s = str(scale)
     return {
-        f"srcnn_x{s}": (["--scale", s], ["--scale", s, "--lr", "5e-4", "--init", f"weights/srcnn_x{s}.pth"]),
+        f"srcnn_x{s}": (["--scale", s], ["--scale", s, "--padding", "valid", "--lr", "5e-4",
+                                         "--init", f"weights/srcnn_x{s}.pth"]),
         f"fsrcnn_x{s}": (["--scale", s, "--lr-size"],
                          ["--scale", s, "--arch", "fsrcnn", "--lr", "5e-4",
                           "--init", f"weights/fsrcnn_x{s}.pth"]),
