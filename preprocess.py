@@ -3,10 +3,12 @@
 Each image is modcropped, optionally Gaussian-blurred, MATLAB-bicubic downscaled by --scale and
 upscaled back (SRCNN's input is the bicubic image; FSRCNN's, with --lr-size, the LR image); both are
 converted to the Y channel of MATLAB's rgb2ycbcr (or, with --channels 3, to YCbCr or RGB) and cut
-into --patch-size patches every --stride pixels.
+into --patch-size patches every --stride pixels. With --downscale, each image is also used shrunk by
+each factor (MATLAB bicubic) as the FSRCNN paper's data augmentation does.
 
     python preprocess.py --images ../shared/data/T91 --scale 3 --preset paper
     python preprocess.py --images ../shared/data/T91 --scale 3 --lr-size                 # for FSRCNN
+    python preprocess.py --images ../shared/data/T91 --scale 3 --downscale 0.9 0.8 0.7 0.6  # 3.3x the patches
     python preprocess.py --images ../shared/data/T91 --scale 3 --channels 3 --color rgb  # colour SRCNN
     python preprocess.py --images ../shared/data/Set5/x3 --scale 3 --eval
     python preprocess.py --holopix50k /data/Holopix50k --split train --preset holopix --max-images 5000
@@ -28,7 +30,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from utils import MAX_PIXELS, ImageError, benchmark_pairs, degrade, list_images, load_image, modcrop, to_color, to_uint8
+from utils import MAX_PIXELS, ImageError, benchmark_pairs, degrade, imresize, list_images, load_image, modcrop, to_color, to_uint8
 
 PRESETS = {  # patch size, stride, blur sigma
     "paper": (33, 14, 0.0),  # SRCNN paper, Section 4.1 (T91, 33x33 sub-images, stride 14)
@@ -55,29 +57,37 @@ def cut_patches(image: np.ndarray, size: int, stride: int) -> np.ndarray:
 
 
 def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float, lr_size: bool,
-               color: str = "y", max_pixels: int = MAX_PIXELS) -> tuple[Path, object]:
+               color: str = "y", max_pixels: int = MAX_PIXELS, downscales: tuple[float, ...] = ()) -> tuple[Path, object]:
     """(path, (lr, hr) uint8 patches) for one image, or (path, reason) when it must be skipped.
 
     The LR patches are cut from the bicubic-upscaled image (SRCNN's input), or with `lr_size` from
     the LR image itself (FSRCNN's): size // scale pixels on a stride // scale grid, each matched to
-    the HR patch it covers. Patches are N x P x P for Y, N x 3 x P x P for YCbCr or RGB.
+    the HR patch it covers. Patches are N x P x P for Y, N x 3 x P x P for YCbCr or RGB. Each factor
+    in `downscales` adds the patches of the image shrunk by it (factors too small for a patch add none).
     """
     try:
-        hr = modcrop(load_image(path, max_pixels), scale)
+        image = load_image(path, max_pixels)
     except ImageError as err:
         return path, str(err)
-    if min(hr.shape[:2]) < size:
-        return path, f"{path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the {size}x{size} patch size"
-    lr, bicubic = degrade(hr, scale, blur_sigma)
 
     def cut(image: np.ndarray, side: int, step: int) -> np.ndarray:
         patches = cut_patches(to_uint8(to_color(image, color)), side, step)
         return patches[..., 0] if color == "y" else patches.transpose(0, 3, 1, 2)
 
-    if not lr_size:
-        return path, (cut(bicubic, size, stride), cut(hr, size, stride))
-    small, step = size // scale, max(1, stride // scale)
-    return path, (cut(lr, small, step), cut(hr, small * scale, step * scale))
+    pairs = []
+    for factor in (1.0, *downscales):
+        hr = modcrop(image if factor == 1 else imresize(image, factor), scale)
+        if min(hr.shape[:2]) < size:
+            if factor == 1:
+                return path, f"{path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the {size}x{size} patch size"
+            continue
+        lr, bicubic = degrade(hr, scale, blur_sigma)
+        if not lr_size:
+            pairs.append((cut(bicubic, size, stride), cut(hr, size, stride)))
+        else:
+            small, step = size // scale, max(1, stride // scale)
+            pairs.append((cut(lr, small, step), cut(hr, small * scale, step * scale)))
+    return path, tuple(np.concatenate(side) for side in zip(*pairs))
 
 
 def patch_datasets(out: h5py.File, lr_side: int, hr_side: int, channels: int) -> list[h5py.Dataset]:
@@ -175,6 +185,8 @@ def main() -> None:
                         help="LR patches at LR size (for FSRCNN), not bicubic-upscaled (for SRCNN)")
     parser.add_argument("--channels", type=int, default=1, choices=[1, 3], help="1: Y only (the paper's main setting)")
     parser.add_argument("--color", default="ycbcr", choices=["ycbcr", "rgb"], help="colour space with --channels 3")
+    parser.add_argument("--downscale", type=float, nargs="+", default=[], metavar="FACTOR",
+                        help="also use each image shrunk by these factors (the FSRCNN paper: 0.9 0.8 0.7 0.6)")
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
     parser.add_argument("--output", type=Path, help="default: output/<source>_x<scale>[_eval].h5")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
@@ -190,6 +202,10 @@ def main() -> None:
         parser.error("--patch-size, --stride and --workers must be positive, --blur-sigma not negative")
     if args.lr_size and size < args.scale:
         parser.error(f"--patch-size {size} is smaller than the scale")
+    if any(not 0 < factor < 1 for factor in args.downscale):
+        parser.error("--downscale factors must lie between 0 and 1")
+    if args.eval and args.downscale:
+        parser.error("--downscale augments training patches, not --eval images")
     if args.eval and args.holopix50k:
         parser.error("--eval reads a folder of images (--images)")
     root = args.images or args.holopix50k
@@ -203,7 +219,8 @@ def main() -> None:
     # Set5/x3 -> Set5: a benchmark folder is named after its set, not its scale
     name = (root.parent.name if root.name == f"x{args.scale}" else root.name) if args.images else f"holopix50k_{args.split}"
     color = "y" if args.channels == 1 else args.color
-    suffix = "_eval" if args.eval else ("_lr" if args.lr_size else "") + ("" if color == "y" else f"_{color}")
+    suffix = "_eval" if args.eval else ("_lr" if args.lr_size else "") + ("" if color == "y" else f"_{color}") + (
+        "_downscaled" if args.downscale else "")
     output = args.output or Path("output") / f"{name}_x{args.scale}{suffix}.h5"
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +232,8 @@ def main() -> None:
     settings = dict(scale=args.scale, blur_sigma=blur_sigma, mode="eval" if args.eval else "patches", color=color)
     if not args.eval:
         lr_side, hr_side = (size // args.scale, size // args.scale * args.scale) if args.lr_size else (size, size)
-        settings.update(patch_size=hr_side, lr_patch_size=lr_side, stride=stride, lr_size=args.lr_size)
+        settings.update(patch_size=hr_side, lr_patch_size=lr_side, stride=stride, lr_size=args.lr_size,
+                        downscales=" ".join(map(str, args.downscale)))
     resuming = args.resume and partial_path.exists()
     if args.resume and not resuming:
         print(f"--resume: no {partial_path}; starting afresh", file=sys.stderr)
@@ -237,7 +255,8 @@ def main() -> None:
                     print(f"resuming {partial_path}: {start} of {len(paths)} images done", file=sys.stderr)
                 progress.update(start)
                 work = partial(patches_of, scale=args.scale, size=size, stride=stride, blur_sigma=blur_sigma,
-                               lr_size=args.lr_size, color=color, max_pixels=args.max_pixels)
+                               lr_size=args.lr_size, color=color, max_pixels=args.max_pixels,
+                               downscales=tuple(args.downscale))
                 todo = paths[start:]
                 if args.workers == 1:
                     count, skipped = write_patches(out, map(work, todo), root, progress)

@@ -9,7 +9,7 @@ from conftest import REPO, assert_clean_error, need, run, textured_image
 from PIL import Image
 
 from preprocess import cut_patches
-from utils import degrade, load_image, modcrop, y_channel
+from utils import degrade, imresize, load_image, modcrop, y_channel
 
 
 @pytest.fixture
@@ -114,6 +114,31 @@ def test_lr_size_patches_pair_each_lr_patch_with_the_hr_patch_it_covers(t91_subs
         np.testing.assert_array_equal(f["lr"][1], y_channel(lr)[0:11, 4:15])
         np.testing.assert_array_equal(f["hr"][1], y_channel(hr)[0:33, 12:45])
         np.testing.assert_array_equal(f["hr"][per_row], y_channel(hr)[12:45, 0:33])
+
+
+def test_downscale_adds_the_patches_of_each_shrunk_image(t91_subset, tmp_path):
+    out = tmp_path / "aug.h5"
+    result = run("preprocess.py", "--images", t91_subset, "--scale", 3, "--downscale", 0.7, 0.2, "--output", out)
+    assert result.returncode == 0, result.stderr
+    counts, firsts = [], []
+    for path in sorted(t91_subset.iterdir()):
+        image = load_image(path)
+        for factor in (1, 0.7, 0.2):
+            hr = modcrop(image if factor == 1 else imresize(image, factor), 3)
+            rows, columns = len(range(0, hr.shape[0] - 33 + 1, 14)), len(range(0, hr.shape[1] - 33 + 1, 14))
+            counts.append(rows * columns if min(hr.shape[:2]) >= 33 else 0)
+            if path == sorted(t91_subset.iterdir())[0]:
+                firsts.append((y_channel(degrade(hr, 3)[1])[:33, :33], y_channel(hr)[:33, :33]))
+    assert 0 in counts  # t3 is 155 pixels high: 0.2 of it is 31, no patch, not an error
+    with h5py.File(out) as f:
+        assert len(f["hr"]) == sum(counts) and f["source_patches"][0] == sum(counts[:3])
+        assert f.attrs["downscales"] == "0.7 0.2"
+        # the first patch of each version of the first image, in order: original, 0.7, 0.2
+        for (bicubic, hr), start in zip(firsts, (0, counts[0], counts[0] + counts[1])):
+            np.testing.assert_array_equal(f["lr"][start], bicubic)
+            np.testing.assert_array_equal(f["hr"][start], hr)
+    assert_clean_error(run("preprocess.py", "--images", t91_subset, "--downscale", 1.5, "--output", out),
+                       "--downscale factors must lie between 0 and 1")
 
 
 @pytest.mark.parametrize("case", ["empty", "all-bad", "scale-1", "scale-7", "missing"])
