@@ -36,13 +36,17 @@ COMMON = ["--lr-schedule", "cosine", "--augment", "--batch-size", "64", "--in-me
           "--eval-every", "5", "--image-every", "50", "--log-every", "500"]
 
 
+DOWNSCALES = ["0.9", "0.8", "0.7", "0.6"]  # the FSRCNN paper's: each T91 image also shrunk by these
+
+
 def recipes(scale: int) -> dict[str, tuple[list[str], list[str]]]:
     """name -> (preprocess.py arguments, train.py arguments) for one scale. SRCNN and FSRCNN continue
     from the shipped weights with a fresh schedule (a warm restart) and the shipped weights' padding
-    (SRCNN: the paper's valid padding); the colour models start from scratch."""
+    and data (SRCNN: the paper's valid padding, T91 with downscale augmentation); the colour models
+    start from scratch."""
     s = str(scale)
     return {
-        f"srcnn_x{s}": (["--scale", s], ["--scale", s, "--padding", "valid", "--lr", "5e-4",
+        f"srcnn_x{s}": (["--scale", s, "--downscale", *DOWNSCALES], ["--scale", s, "--padding", "valid", "--lr", "5e-4",
                                          "--init", f"weights/srcnn_x{s}.pth"]),
         f"fsrcnn_x{s}": (["--scale", s, "--lr-size"],
                          ["--scale", s, "--arch", "fsrcnn", "--lr", "5e-4",
@@ -59,7 +63,8 @@ def patch_file(preprocess_args: list[str], folder: Path) -> Path:
     """preprocess.py's default file name for these arguments, in `folder`."""
     scale = preprocess_args[preprocess_args.index("--scale") + 1]
     color = preprocess_args[preprocess_args.index("--color") + 1] if "--color" in preprocess_args else "y"
-    suffix = ("_lr" if "--lr-size" in preprocess_args else "") + ("" if color == "y" else f"_{color}")
+    suffix = ("_lr" if "--lr-size" in preprocess_args else "") + ("" if color == "y" else f"_{color}") + (
+        "_downscaled" if "--downscale" in preprocess_args else "")
     return folder / f"T91_x{scale}{suffix}.h5"
 
 
