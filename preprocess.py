@@ -8,7 +8,7 @@ each factor (MATLAB bicubic) as the FSRCNN paper's data augmentation does.
 
     python preprocess.py --images ../shared/data/T91 --scale 3 --preset paper
     python preprocess.py --images ../shared/data/T91 --scale 3 --lr-size                 # for FSRCNN
-    python preprocess.py --images ../shared/data/T91 --scale 3 --downscale 0.9 0.8 0.7 0.6  # 3.3x the patches
+    python preprocess.py --images ../shared/data/T91 --scale 3 --downscale 0.9 0.8 0.7 0.6  # 3.2x the patches
     python preprocess.py --images ../shared/data/T91 --scale 3 --channels 3 --color rgb  # colour SRCNN
     python preprocess.py --images ../shared/data/Set5/x3 --scale 3 --eval
     python preprocess.py --holopix50k /data/Holopix50k --split train --preset holopix --max-images 5000
