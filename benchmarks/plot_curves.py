@@ -5,7 +5,8 @@
 A folder is one train.py run, or a model trained in stages: then its subfolders are the runs, in the
 order they ran (weights/training/srcnn_x3/{cpu,gpu1,gpu2,gpu3}), drawn end to end with dotted lines
 between them. Epochs come from each run's steps and best.pth's steps per epoch (batch sizes differ by stage).
-Dashed lines: the bicubic PSNR (grey) and, for SRCNN at x2/x3/x4, the paper's Set5 target (red).
+Dashed lines: the bicubic PSNR (grey) and, for SRCNN and FSRCNN at x2/x3/x4, their paper's Set5
+result (red). Run names go in the lowest free row, clear of the curve and of each other.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import torch
 from PIL import Image, ImageDraw
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-PAPER_SET5 = {2: 36.66, 3: 32.75, 4: 30.49}
+# Set5 PSNR of the SRCNN paper (9-5-5, TPAMI 2015) and the FSRCNN paper (ECCV 2016).
+PAPER_SET5 = {"srcnn": {2: 36.66, 3: 32.75, 4: 30.49}, "fsrcnn": {2: 36.94, 3: 33.06, 4: 30.55}}
 W, H, MARGIN = 420, 300, 48
 
 
@@ -47,6 +49,11 @@ def steps_per_epoch(run: Path) -> float:
     return meta["step"] / meta["epoch"]
 
 
+def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two (left, top, right, bottom) boxes intersect."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def panel(title: str, curve: list[tuple[float, float]], boundaries: list[tuple[float, str]],
           lines: dict[str, tuple[float, str]]) -> Image.Image:
     image = Image.new("RGB", (W, H), "white")
@@ -63,14 +70,23 @@ def panel(title: str, curve: list[tuple[float, float]], boundaries: list[tuple[f
     tick = 10 ** math.floor(math.log10(last / 2)) * (5 if last / 10 ** math.floor(math.log10(last / 2)) > 10 else 1)
     for epoch in range(0, int(last) + 1, max(1, int(tick))):
         draw.text((x(epoch) - 6, H - MARGIN + 6), str(epoch), fill="black")
-    for epoch, name in boundaries:
-        for start in range(MARGIN, H - MARGIN, 6):
-            draw.point([(x(epoch), start)], fill="grey")
-        draw.text((x(epoch) + 3, MARGIN + 3), name, fill="grey")
+    # Boxes that run names must not cover: the curve's points and the dashed lines' labels.
+    taken = [(x(e) - 1, y(v) - 1, x(e) + 1, y(v) + 1) for e, v in curve]
     for label, (value, colour) in lines.items():
         for start in range(MARGIN, W - MARGIN, 8):
             draw.line([start, y(value), min(start + 4, W - MARGIN), y(value)], fill=colour)
-        draw.text((W - MARGIN - 6 * len(label), y(value) - 13), label, fill=colour)
+        corner = (W - MARGIN - 6 * len(label), y(value) - 13)
+        draw.text(corner, label, fill=colour)
+        taken.append(draw.textbbox(corner, label))
+    for epoch, name in boundaries:  # names from the bottom up, the lowest row that is free
+        for start in range(MARGIN, H - MARGIN, 6):
+            draw.point([(x(epoch), start)], fill="grey")
+        width = draw.textlength(name)
+        left = x(epoch) + 3 if x(epoch) + 3 + width < W - 2 else x(epoch) - 3 - width  # keep it inside the panel
+        corner = next(c for c in ((left, H - MARGIN - 14 - 12 * row) for row in range(99))
+                      if not any(overlap(draw.textbbox(c, name), box) for box in taken))
+        draw.text(corner, name, fill="grey")
+        taken.append(draw.textbbox(corner, name))
     draw.line([(x(e), y(v)) for e, v in curve], fill="navy", width=2)
     draw.text((MARGIN, 16), title, fill="black")
     draw.text((W // 2 - 15, H - 18), "epoch", fill="black")
@@ -96,10 +112,10 @@ def main() -> None:
             bicubic = read_scalar(run, "val/bicubic_psnr") or bicubic
         if not curve:
             raise SystemExit(f"error: {folder}: no val/psnr in its TensorBoard logs")
-        scale = next((s for s in PAPER_SET5 if folder.name.endswith(f"x{s}")), None)
+        arch, _, scale = folder.name.partition("_x")  # srcnn_x3, fsrcnn_x2; not srcnn_x3_rgb
         lines = {"bicubic": (bicubic[-1][1], "grey")} if bicubic else {}
-        if scale and folder.name.startswith("srcnn"):
-            lines["paper"] = (PAPER_SET5[scale], "red")
+        if scale.isdigit() and int(scale) in PAPER_SET5.get(arch, {}):
+            lines["paper"] = (PAPER_SET5[arch][int(scale)], "red")
         best = max(v for _, v in curve)
         panels.append(panel(f"{folder.name}: val PSNR, best {best:.2f} dB in {offset:.0f} epochs", curve, boundaries, lines))
     columns = min(3, len(panels))

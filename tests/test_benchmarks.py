@@ -18,3 +18,20 @@ def test_color_table_measures_bicubic_like_the_published_protocol(data):
     y_only = next(v for k, v in rows.items() if k.startswith("srcnn_x3.pth"))
     assert y_only[0] > rows["bicubic"][0] + 1  # the network restores Y ...
     assert y_only[1:3] == pytest.approx(rows["bicubic"][1:3], abs=0.05)  # ... and keeps bicubic Cb/Cr
+
+
+def test_curves_plot_draws_each_papers_target_only_where_there_is_one(tmp_path):
+    """The shipped training logs, plotted: FSRCNN x3's panel has its paper's red line, the RGB model's none."""
+    import numpy as np
+    from PIL import Image
+
+    output = tmp_path / "curves.png"
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plot_curves.py"),
+                          str(REPO / "weights" / "training" / "fsrcnn_x3"),
+                          str(REPO / "weights" / "training" / "srcnn_x3_rgb"), "--output", str(output)],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    sheet = np.asarray(Image.open(output).convert("RGB")).astype(int)
+    assert sheet.shape == (300, 840, 3)  # two 420x300 panels side by side
+    red = (sheet[..., 0] > 200) & (sheet[..., 1] < 60) & (sheet[..., 2] < 60)
+    assert red[:, :420].sum() > 100 and red[:, 420:].sum() == 0
