@@ -41,14 +41,13 @@ DOWNSCALES = ["0.9", "0.8", "0.7", "0.6"]  # the FSRCNN paper's: each T91 image 
 
 def recipes(scale: int) -> dict[str, tuple[list[str], list[str]]]:
     """name -> (preprocess.py arguments, train.py arguments) for one scale. SRCNN and FSRCNN continue
-    from the shipped weights with a fresh schedule (a warm restart) and the shipped weights' padding
-    and data (SRCNN: the paper's valid padding, T91 with downscale augmentation); the colour models
-    start from scratch."""
+    from the shipped weights with a fresh schedule (a warm restart) on T91 with downscale augmentation,
+    SRCNN with the shipped weights' valid padding; the colour models start from scratch."""
     s = str(scale)
     return {
         f"srcnn_x{s}": (["--scale", s, "--downscale", *DOWNSCALES], ["--scale", s, "--padding", "valid", "--lr", "5e-4",
                                          "--init", f"weights/srcnn_x{s}.pth"]),
-        f"fsrcnn_x{s}": (["--scale", s, "--lr-size"],
+        f"fsrcnn_x{s}": (["--scale", s, "--lr-size", "--downscale", *DOWNSCALES],
                          ["--scale", s, "--arch", "fsrcnn", "--lr", "5e-4",
                           "--init", f"weights/fsrcnn_x{s}.pth"]),
         f"srcnn_x{s}_ycbcr": (["--scale", s, "--channels", "3", "--color", "ycbcr"], ["--scale", s, "--lr", "1e-3"]),
