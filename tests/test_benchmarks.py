@@ -35,3 +35,24 @@ def test_curves_plot_draws_each_papers_target_only_where_there_is_one(tmp_path):
     assert sheet.shape == (300, 840, 3)  # two 420x300 panels side by side
     red = (sheet[..., 0] > 200) & (sheet[..., 1] < 60) & (sheet[..., 2] < 60)
     assert red[:, :420].sum() > 100 and red[:, 420:].sum() == 0
+
+
+@pytest.mark.parametrize("mode", ["reflect", "zeros", "replicate per layer"])
+def test_border_fills_change_only_pixels_that_see_the_border(mode):
+    """benchmarks/border_modes.py's fills: "replicate" is test.py's own inference, and every other fill
+    changes the output only within the receptive-field radius (8 pixels) of the image edge."""
+    import torch
+    from benchmarks.border_modes import BorderFill
+    from models import SRCNN
+
+    torch.manual_seed(0)
+    model = SRCNN(padding="valid").eval()
+    bicubic = torch.rand(1, 1, 40, 44)
+    with torch.no_grad():
+        shipped = model.super_resolve(bicubic)
+        assert torch.equal(BorderFill(model, "replicate").super_resolve(bicubic), shipped)
+        filled = BorderFill(model, mode).super_resolve(bicubic)
+    assert filled.shape == shipped.shape
+    r = model.halo
+    assert torch.allclose(filled[..., r:-r, r:-r], shipped[..., r:-r, r:-r], atol=1e-6)
+    assert (filled - shipped).abs().max() > 1e-4

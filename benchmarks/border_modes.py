@@ -1,0 +1,76 @@
+"""How much the shipped SRCNN numbers depend on how the image border is filled at inference.
+
+A valid-padding SRCNN (the shipped weights) loses `halo` = 8 pixels per side, so `SRCNN.super_resolve`
+extends its input by replicating the border first. Only `scale` pixels are shaved before PSNR, so the
+outer 8 - scale pixels of every output are computed from made-up context. This script scores the
+shipped weights with test.py's protocol for several ways to make it up:
+
+    python benchmarks/border_modes.py --data ../shared/data
+
+- replicate: the input's edge pixels repeated (what test.py does),
+- reflect: the input mirrored about its edge pixels,
+- zeros: the input extended with black,
+- replicate per layer: each layer's input replicated by its own radius, as SRCNN's MATLAB test code
+  applies every layer (`imfilter(..., 'same', 'replicate')`).
+
+Selecting a mode by these numbers would tune on the test sets, so test.py keeps the first.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
+
+from benchmarks.eval_benchmarks import PAPER  # noqa: E402
+from models import SRCNN, Upscaler, load_model  # noqa: E402
+from test import evaluate_dataset  # noqa: E402
+
+MODES = ("replicate", "reflect", "zeros", "replicate per layer")
+
+
+class BorderFill(nn.Module):
+    """A valid-padding SRCNN whose super_resolve() fills the lost border in `mode`."""
+    takes_lr = False
+
+    def __init__(self, model: SRCNN, mode: str) -> None:
+        super().__init__()
+        self.model, self.mode, self.halo = model, mode, model.halo
+
+    def super_resolve(self, bicubic: torch.Tensor) -> torch.Tensor:
+        if self.mode == "replicate per layer":
+            x = bicubic
+            for conv in (self.model.conv1, self.model.conv2, self.model.conv3):
+                x = conv(nn.functional.pad(x, [conv.kernel_size[0] // 2] * 4, mode="replicate"))
+                x = self.model.relu(x) if conv is not self.model.conv3 else x
+            return x
+        mode = "constant" if self.mode == "zeros" else self.mode
+        return self.model(nn.functional.pad(bicubic, [self.halo] * 4, mode=mode))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="holds Set5/ and Set14/")
+    parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], choices=[2, 3, 4])
+    args = parser.parse_args()
+
+    print("| set | scale | " + " | ".join(MODES) + " | paper |\n|---|---|" + "---|" * (len(MODES) + 1))
+    for dataset in ("Set5", "Set14"):
+        for scale in args.scales:
+            model, _ = load_model(ROOT / "weights" / f"srcnn_x{scale}.pth")
+            if model.padding != "valid":
+                raise SystemExit(f"error: weights/srcnn_x{scale}.pth has {model.padding} padding; this compares valid-padding fills")
+            # channels_last: test.py's numbers for the same weights (ONNX Runtime's cache would not see the mode)
+            means = [evaluate_dataset(Upscaler(BorderFill(model, mode), "channels_last"), args.data / dataset / f"x{scale}",
+                                      scale)["mean"]["srcnn_psnr"] for mode in MODES]
+            print(f"| {dataset} | x{scale} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {PAPER[dataset, scale][0]:.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
