@@ -56,3 +56,27 @@ def test_border_fills_change_only_pixels_that_see_the_border(mode):
     r = model.halo
     assert torch.allclose(filled[..., r:-r, r:-r], shipped[..., r:-r, r:-r], atol=1e-6)
     assert (filled - shipped).abs().max() > 1e-4
+
+
+def test_run_history_scores_each_archived_run_in_order(data, tmp_path):
+    """benchmarks/run_history.py on the last two archived srcnn_x4 runs: rows in the order the runs ran,
+    epochs summed over their schedules (65, then 95), and each Set5 PSNR equal to the validation PSNR
+    train.py stored in that run's best.pth (the same protocol through train.py's own code)."""
+    import shutil
+
+    import torch
+    from benchmarks.run_history import history, table
+
+    need(data / "Set14" / "x4")
+    runs = [REPO / "weights" / "training" / "srcnn_x4" / name for name in ("gpu7", "cpu_downscaled6")]
+    folder = tmp_path / "srcnn_x4"
+    for run in reversed(runs):  # copied newest first: the order must come from the event files, not the copy
+        shutil.copytree(run, folder / run.name)
+    rows = history(folder, data)
+    assert [r["run"] for r in rows] == ["gpu7", "cpu_downscaled6"]
+    assert [round(r["epochs"]) for r in rows] == [65, 160]
+    for row, run in zip(rows, runs):
+        stored = torch.load(run / "best.pth", map_location="cpu", weights_only=True)["meta"]["val_psnr"]
+        assert row["Set5"] == pytest.approx(stored, abs=2e-3)
+        assert 27.3 < row["Set14"] < 27.7
+    assert table(rows).splitlines()[-1] == "| paper, 9-5-5 ImageNet | | 30.49 | 27.50 |"

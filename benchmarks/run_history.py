@@ -1,0 +1,64 @@
+"""Set5 and Set14 PSNR of the weights each training run of a model ended with, in the order they ran.
+
+    python benchmarks/run_history.py weights/training/srcnn_x4 --data ../shared/data
+
+Every archived run keeps its best.pth, the weights that run would have shipped. Scoring them all with
+test.py's protocol shows whether more training still moves the published numbers, on the set the runs
+were picked by (Set5, whose per-epoch curves are results/curves_val_psnr.png) and on one they never saw
+(Set14). Epochs are counted as plot_curves.py counts them: each run's full schedule, end to end.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
+
+from benchmarks.eval_benchmarks import PAPER  # noqa: E402
+from benchmarks.plot_curves import read_scalar, stages, steps_per_epoch  # noqa: E402
+from models import Upscaler, load_model  # noqa: E402
+from test import evaluate_dataset  # noqa: E402
+
+SETS = ("Set5", "Set14")
+
+
+def history(folder: Path, data: Path) -> list[dict]:
+    """One row per run of `folder`: its name, the epochs trained by its end, and its best.pth's PSNRs."""
+    rows, epochs = [], 0.0
+    for run in stages(folder):
+        model, meta = load_model(run / "best.pth")
+        scale = meta["scale"]
+        epochs += read_scalar(run, "val/psnr")[-1][0] / steps_per_epoch(run)
+        # channels_last, not test.py's default ONNX Runtime path (within 1e-4 dB of it): no exported graph
+        # cached per run
+        upscaler = Upscaler(model, "channels_last")
+        psnr = {name: evaluate_dataset(upscaler, data / name / f"x{scale}", scale, meta.get("color", "y"))["mean"]["srcnn_psnr"]
+                for name in SETS}
+        rows.append({"run": run.name, "epochs": epochs, "scale": scale, "model": meta.get("model", "srcnn"), **psnr})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: each PSNR with its change from the run before; the SRCNN paper's row last, for SRCNN."""
+    lines = ["| run | epochs in all | " + " | ".join(SETS) + " |", "|---|---|" + "---|" * len(SETS)]
+    for before, row in zip([None, *rows], rows):
+        cells = [f"{row[s]:.3f}" + (f" ({row[s] - before[s]:+.3f})" if before else "") for s in SETS]
+        lines.append(f"| {row['run']} | {row['epochs']:.0f} | " + " | ".join(cells) + " |")
+    if rows[-1]["model"] == "srcnn":
+        lines.append("| paper, 9-5-5 ImageNet | | " + " | ".join(f"{PAPER[s, rows[-1]['scale']][0]:.2f}" for s in SETS) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", type=Path, nargs="+", help="folders of archived runs, e.g. weights/training/srcnn_x4")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="holds Set5/ and Set14/")
+    args = parser.parse_args()
+    for folder in args.models:
+        print(f"\n{folder.name}\n\n{table(history(folder, args.data))}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
