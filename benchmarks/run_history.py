@@ -1,11 +1,12 @@
-"""Set5 and Set14 PSNR of the weights each training run of a model ended with, in the order they ran.
+"""Set5 and Set14 PSNR of the best weights of each training run of a model, in the order the runs ran.
 
     python benchmarks/run_history.py weights/training/srcnn_x4 --data ../shared/data
 
 Every archived run keeps its best.pth, the weights that run would have shipped. Scoring them all with
 test.py's protocol shows whether more training still moves the published numbers, on the set the runs
 were picked by (Set5, whose per-epoch curves are results/curves_val_psnr.png) and on one they never saw
-(Set14). Epochs are counted as plot_curves.py counts them: each run's full schedule, end to end.
+(Set14). Epochs are counted as plot_curves.py counts them: every epoch each run trained, not only
+those up to its best, summed in run order.
 """
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def history(folder: Path, data: Path) -> list[dict]:
     for run in stages(folder):
         model, meta = load_model(run / "best.pth")
         scale = meta["scale"]
-        epochs += read_scalar(run, "val/psnr")[-1][0] / steps_per_epoch(run)
+        validated = read_scalar(run, "val/psnr")
+        if not validated:
+            raise SystemExit(f"error: {run}: no val/psnr in its TensorBoard logs")
+        epochs += validated[-1][0] / steps_per_epoch(run)
         # channels_last, not test.py's default ONNX Runtime path (within 1e-4 dB of it): no exported graph
         # cached per run
         upscaler = Upscaler(model, "channels_last")

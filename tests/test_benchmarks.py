@@ -60,7 +60,7 @@ def test_border_fills_change_only_pixels_that_see_the_border(mode):
 
 def test_run_history_scores_each_archived_run_in_order(data, tmp_path):
     """benchmarks/run_history.py on the last two archived srcnn_x4 runs: rows in the order the runs ran,
-    epochs summed over their schedules (65, then 95), and each Set5 PSNR equal to the validation PSNR
+    every epoch each trained summed (65, then 95), and each Set5 PSNR equal to the validation PSNR
     train.py stored in that run's best.pth (the same protocol through train.py's own code)."""
     import shutil
 
