@@ -1,4 +1,4 @@
-"""Training patches from HDF5 and whole evaluation images, as float tensors in [0, 1]."""
+"""Training patches from HDF5 as float tensors in [0, 1], and whole validation images as uint8 arrays."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils import benchmark_pairs, to_color, upscale_bicubic, y_channel
+from utils import benchmark_pairs
 
 
 def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
@@ -84,31 +84,14 @@ def augment_pairs(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator
     return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
 
 
-class EvalDataset(Dataset):
-    """Whole evaluation images: (name, LR, bicubic, HR Y), tensors in [0, 1].
-
-    LR and bicubic are C x H x W in the network's colour space (`color`: "y", "ycbcr" or "rgb", see
-    utils.to_color); HR is always 1 x H x W of the protocol's Y (8-bit MATLAB Y, raw intensity for
-    grayscale), which `gray` marks. `source` is a preprocess.py `--eval` HDF5 file or a folder read by
-    `benchmark_pairs`. Images differ in size: iterate it directly.
-    """
-
-    def __init__(self, source: str | Path, scale: int, blur_sigma: float = 0.0, color: str = "y") -> None:
-        if Path(source).is_dir():
-            pairs = list(benchmark_pairs(source, scale, blur_sigma))
-        else:
-            with open_h5(source, ("lr", "hr")) as f:
-                if f.attrs.get("scale", scale) != scale:
-                    raise ValueError(f"{source}: made for scale {f.attrs['scale']}, not {scale}")
-                pairs = [(str(f["hr"][key].attrs.get("name", key)), f["hr"][key][()], f["lr"][key][()])
-                         for key in sorted(f["hr"], key=int)]
-        as_tensor = lambda x: torch.from_numpy(np.asarray(x / 255, dtype=np.float32)).permute(2, 0, 1)
-        self.items = [(name, as_tensor(to_color(lr, color)), as_tensor(to_color(upscale_bicubic(lr, scale), color)),
-                       as_tensor(y_channel(hr)[..., None])) for name, hr, lr in pairs]
-        self.gray = [hr.ndim == 2 for _, hr, _ in pairs]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.items[index]
+def eval_pairs(source: str | Path, scale: int, blur_sigma: float = 0.0) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Whole validation images as (name, hr, lr) uint8 arrays, what evaluate.evaluate_pairs scores:
+    from a preprocess.py `--eval` HDF5 file, or a folder read by `benchmark_pairs` (*_HR/*_LR pairs as
+    Set5/Set14 ship, or HR images degraded with `blur_sigma` and MATLAB bicubic)."""
+    if Path(source).is_dir():
+        return list(benchmark_pairs(source, scale, blur_sigma))
+    with open_h5(source, ("lr", "hr")) as f:
+        if f.attrs.get("scale", scale) != scale:
+            raise ValueError(f"{source}: made for scale {f.attrs['scale']}, not {scale}")
+        return [(str(f["hr"][key].attrs.get("name", key)), f["hr"][key][()], f["lr"][key][()])
+                for key in sorted(f["hr"], key=int)]

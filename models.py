@@ -1,4 +1,4 @@
-"""The networks, and loading their weights.
+"""The networks, and loading their weights (running them is inference.py's job, fetching them hub.py's).
 
 SRCNN (Dong, Loy, He, Tang, TPAMI 2015): patch extraction, non-linear mapping, reconstruction.
 
@@ -15,21 +15,10 @@ then a 9x9 transposed convolution with stride = scale.
 """
 from __future__ import annotations
 
-import copy
-import hashlib
-import http.client
-import importlib.util
-import logging
-import os
 import re
-import urllib.request
-import warnings
 from pathlib import Path
-from typing import Callable
-from urllib.parse import urlparse
 
 import torch
-from tqdm import tqdm
 from torch import nn
 
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -135,92 +124,6 @@ class FSRCNN(nn.Module):
                 "m": len(self.mapping) // 2, "channels": self.feature[0].in_channels, "scale": self.scale}
 
 
-# How test.py can run a network (benchmarks/inference_paths.py times each against plain eager fp32 NCHW):
-# the tensor layout, torch.compile, ONNX Runtime on the exported graph, and reduced-precision autocast.
-INFERENCE_PATHS = ("eager", "channels_last", "compile", "onnxruntime", "fp16", "bf16")
-
-
-def default_inference_path(device: torch.device) -> str:
-    """The fastest path that matches eager fp32 within 1/255 on `device` (the README's speed table):
-    ONNX Runtime on CPUs (2.2x eager there; channels_last, 1.7x, where onnxruntime is not installed),
-    fp16 autocast on CUDA GPUs (tensor cores)."""
-    if device.type == "cuda":
-        return "fp16"
-    return "onnxruntime" if all(_installed(name) for name in ("onnxruntime", "onnxscript")) else "channels_last"
-
-
-def _installed(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (hidden on purpose)
-        return False
-
-
-def cache_folder() -> Path:
-    """Where downloaded weights and exported ONNX graphs are kept: $SRCNN_CACHE, or ~/.cache/srcnn."""
-    return Path(os.environ.get("SRCNN_CACHE", Path.home() / ".cache" / "srcnn"))
-
-
-def _onnxruntime_run(model: SRCNN | FSRCNN, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """An ONNX Runtime session of the model's inference graph. The graph is exported once per set of
-    weights (a few seconds) into the cache, named by a hash of the weights and the PyTorch version."""
-    import onnxruntime
-    digest = hashlib.sha256(f"{model.config()} {torch.__version__}".encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
-    path = cache_folder() / "onnx" / f"{digest.hexdigest()[:16]}.onnx"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, path)
-    cuda = device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    session = onnxruntime.InferenceSession(str(path), providers=["CUDAExecutionProvider" if cuda else "CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"input": x.contiguous().cpu().numpy()})[0]).to(device)
-
-
-class Upscaler:
-    """A network ready for inference: `upscaler(x)` is model.super_resolve(x) in float32, run by one of
-    INFERENCE_PATHS on `device`, whole or `tile` x `tile` input pixels at a time. Works on its own copy
-    of the model, so several upscalers of one model do not change each other's layout."""
-
-    def __init__(self, model: SRCNN | FSRCNN, path: str = "auto", device: torch.device = torch.device("cpu")) -> None:
-        path = default_inference_path(device) if path == "auto" else path
-        if path not in INFERENCE_PATHS:
-            raise ValueError(f"unknown inference path {path!r}; choose from auto, {', '.join(INFERENCE_PATHS)}")
-        self.path, self.device = path, device
-        self.layout = torch.contiguous_format if path in ("eager", "onnxruntime") else torch.channels_last
-        self.model = copy.deepcopy(model).to(device, memory_format=self.layout).eval()
-        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(path)
-        if path == "compile":  # dynamic=True: one compiled graph for every image size, not one per size
-            self.run = torch.compile(self.model.super_resolve, dynamic=True)
-        elif path == "onnxruntime":
-            self.run = _onnxruntime_run(self.model, device)
-        else:
-            self.run = self.model.super_resolve
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, tile: int = 0) -> torch.Tensor:
-        x = x.to(self.device).contiguous(memory_format=self.layout)
-        with torch.autocast(self.device.type, dtype=self.dtype or torch.float16, enabled=self.dtype is not None):
-            return (self._tiled(x, tile) if tile else self.run(x)).float()
-
-    def _tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
-        """The whole-image result computed tile x tile input pixels at a time, each tile read with a margin
-        of the receptive-field radius (one pixel less changes the result), so memory follows the tile."""
-        h, w = x.shape[-2:]
-        s, r = self.model.scale if self.model.takes_lr else 1, self.model.halo
-        out = None
-        for y0 in range(0, h, tile):
-            for x0 in range(0, w, tile):
-                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-                cy0, cx0 = max(0, y0 - r), max(0, x0 - r)
-                part = self.run(x[..., cy0:min(h, y1 + r), cx0:min(w, x1 + r)])
-                if out is None:
-                    out = part.new_empty(*part.shape[:2], h * s, w * s)
-                out[..., y0 * s:y1 * s, x0 * s:x1 * s] = part[..., (y0 - cy0) * s:(y1 - cy0) * s,
-                                                               (x0 - cx0) * s:(x1 - cx0) * s]
-        return out
-
-
 def build_model(arch: str = "9-5-5", channels: int = 1, padding: str = "same", paper_init: bool = False,
                 scale: int = 3) -> SRCNN | FSRCNN:
     """A network by name: an SRCNN f1-f2-f3 (padding, init options) or FSRCNN / FSRCNN-s (for `scale`)."""
@@ -231,44 +134,6 @@ def build_model(arch: str = "9-5-5", channels: int = 1, padding: str = "same", p
         return FSRCNN(scale, d, s, m, channels)
     f1, f2, f3 = ARCHS[arch]
     return SRCNN(f1, f2, f3, channels=channels, padding=padding, paper_init=paper_init)
-
-
-class _Inference(nn.Module):
-    """super_resolve() as forward(), FSRCNN's sub-pixel kernel computed once: the graph ONNX export records."""
-
-    def __init__(self, model: SRCNN | FSRCNN) -> None:
-        super().__init__()
-        self.model = model
-        if model.takes_lr:
-            with torch.no_grad():
-                kernel, self.pads = model.subpixel_kernel()
-            self.register_buffer("kernel", kernel)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.super_resolve(x, (self.kernel, self.pads)) if self.model.takes_lr else self.model.super_resolve(x)
-
-
-def export_onnx(model: SRCNN | FSRCNN, path: Path) -> None:
-    """Write the network's inference as one ONNX file, input "input" (N x C x H x W in [0, 1]: the bicubic
-    image for SRCNN, the LR image for FSRCNN) and output "output", with any height and width.
-    Needs the onnx and onnxscript packages (requirements.txt)."""
-    model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
-    height, width = torch.export.Dim("height", min=model.halo + 1), torch.export.Dim("width", min=model.halo + 1)
-    example = torch.rand(1, model.config()["channels"], 2 * model.halo + 8, 2 * model.halo + 8)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two processes may export the same cached graph
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's chatter (deprecations, torchvision absent) is not the user's concern
-            exporter_log.setLevel(logging.ERROR)
-            torch.onnx.export(_Inference(model).eval(), (example,), tmp, input_names=["input"], output_names=["output"],
-                              dynamic_shapes={"x": {2: height, 3: width}}, external_data=False, dynamo=True,
-                              verbose=False)
-        tmp.replace(path)
-    finally:
-        exporter_log.setLevel(level)
-        tmp.unlink(missing_ok=True)
 
 
 class WeightsError(ValueError):
@@ -336,68 +201,6 @@ def load_model(path: str | Path, padding: str | None = None, scale: int | None =
     return model.eval(), meta
 
 
-MODEL_CARD = Path(__file__).resolve().parent / "weights" / "README.md"
-
-
-def card_sha256(filename: str) -> str | None:
-    """The sha256 the model card (weights/README.md) lists for a weights file name, if any."""
-    if not MODEL_CARD.exists():
-        return None
-    match = re.search(rf"^\| `{re.escape(filename)}` \|.*`([0-9a-f]{{64}})` \|$", MODEL_CARD.read_text(), re.M)
-    return match.group(1) if match else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_weights(url: str, sha256: str | None = None, cache_dir: Path | None = None,
-                     allow_http: bool = False) -> Path:
-    """Fetch weights from a URL once into a cache folder, verified against a sha256.
-
-    The checksum comes from `sha256` or, failing that, the model card's entry for the file name; a
-    download without a known checksum, over plain http (unless allowed), with a wrong checksum or cut
-    short is refused, and nothing unverified is left in the cache.
-    """
-    parsed = urlparse(url)
-    if parsed.scheme not in ("https", "http") or (parsed.scheme == "http" and not allow_http):
-        raise WeightsError(f"{url}: only https URLs are fetched (plain http needs --allow-http)")
-    name = Path(parsed.path).name or "weights.pth"
-    expected = (sha256 or card_sha256(name) or "").lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", expected):
-        raise WeightsError(f"{url}: no sha256 to check the download against; pass --sha256")
-    cache_dir = cache_dir or cache_folder()
-    target = cache_dir / f"{expected[:12]}-{name}"
-    if target.exists() and file_sha256(target) == expected:
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            size = int(response.headers.get("Content-Length") or 0)
-            with tqdm(total=size or None, unit="B", unit_scale=True, desc=f"download {name}") as progress:
-                for block in iter(lambda: response.read(1 << 16), b""):
-                    out.write(block)
-                    progress.update(len(block))
-        if size and partial.stat().st_size != size:
-            raise WeightsError(f"{url}: download cut short ({partial.stat().st_size} of {size} bytes)")
-        actual = file_sha256(partial)
-        if actual != expected:
-            raise WeightsError(f"{url}: sha256 mismatch (expected {expected}, got {actual}); not used")
-        partial.replace(target)
-        return target
-    except (OSError, http.client.HTTPException) as err:
-        raise WeightsError(f"{url}: download failed ({err!r})") from None
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def choose_device(name: str = "auto") -> torch.device:
-    """"auto" picks CUDA when PyTorch sees a GPU; asking for CUDA without one is a clear error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but PyTorch sees no CUDA device")
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+def network_name(model: SRCNN | FSRCNN, color: str = "y") -> str:
+    """What output files and tables call a network: srcnn, fsrcnn, or srcnn_rgb / srcnn_ycbcr for colour ones."""
+    return model.config()["model"] + ("" if color == "y" else f"_{color}")

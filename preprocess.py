@@ -6,11 +6,11 @@ converted to the Y channel of MATLAB's rgb2ycbcr (or, with --channels 3, to YCbC
 into --patch-size patches every --stride pixels. With --downscale, each image is also used shrunk by
 each factor (MATLAB bicubic) as the FSRCNN paper's data augmentation does.
 
-    python preprocess.py --images ../shared/data/T91 --scale 3 --preset paper
-    python preprocess.py --images ../shared/data/T91 --scale 3 --lr-size                 # for FSRCNN
-    python preprocess.py --images ../shared/data/T91 --scale 3 --downscale 0.9 0.8 0.7 0.6  # 3.2x the patches
-    python preprocess.py --images ../shared/data/T91 --scale 3 --channels 3 --color rgb  # colour SRCNN
-    python preprocess.py --images ../shared/data/Set5/x3 --scale 3 --eval
+    python preprocess.py --images data/T91 --scale 3 --preset paper
+    python preprocess.py --images data/T91 --scale 3 --lr-size                 # for FSRCNN
+    python preprocess.py --images data/T91 --scale 3 --downscale 0.9 0.8 0.7 0.6  # 3.2x the patches
+    python preprocess.py --images data/T91 --scale 3 --channels 3 --color rgb  # colour SRCNN
+    python preprocess.py --images data/Set5/x3 --scale 3 --eval
     python preprocess.py --holopix50k /data/Holopix50k --split train --preset holopix --max-images 5000
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+import cli
 from utils import MAX_PIXELS, ImageError, benchmark_pairs, degrade, imresize, list_images, load_image, modcrop, to_color, to_uint8
 
 PRESETS = {  # patch size, stride, blur sigma
@@ -167,14 +168,15 @@ def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, prog
     return count, []
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of images (searched recursively)")
     source.add_argument("--holopix50k", type=Path, metavar="ROOT", help="Holopix50k root folder")
     parser.add_argument("--split", choices=["train", "val", "test"], default="train", help="Holopix50k split")
-    parser.add_argument("--views", nargs="+", choices=["left", "right"], default=["left", "right"])
-    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
+    parser.add_argument("--views", nargs="+", choices=["left", "right"], default=["left", "right"],
+                        help="Holopix50k views")
+    cli.add_scale(parser)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                         help="patch size, stride and blur: paper = 33/14/none, holopix = 120/78/0.73")
     parser.add_argument("--patch-size", type=int, help="overrides the preset")
@@ -188,85 +190,104 @@ def main() -> None:
     parser.add_argument("--downscale", type=float, nargs="+", default=[], metavar="FACTOR",
                         help="also use each image shrunk by these factors (the FSRCNN paper: 0.9 0.8 0.7 0.6)")
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
-    parser.add_argument("--output", type=Path, help="default: output/<source>_x<scale>[_eval].h5")
+    parser.add_argument("--output", type=Path, help="the HDF5 file (default: output/<source>_x<scale>[_eval].h5)")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its OUTPUT.partial file (same images and settings)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes cutting images")
-    args = parser.parse_args()
+    cli.add_workers(parser, "processes cutting images", default=os.cpu_count())
+    return parser
 
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments, with the preset's patch size, stride and blur filled in and every conflict refused."""
+    args = parser.parse_args()
     size, stride, blur_sigma = PRESETS[args.preset]
-    size, stride = args.patch_size or size, args.stride or stride
-    blur_sigma = blur_sigma if args.blur_sigma is None else args.blur_sigma
-    if size < 1 or stride < 1 or blur_sigma < 0 or args.workers < 1:
+    args.patch_size, args.stride = args.patch_size or size, args.stride or stride
+    args.blur_sigma = blur_sigma if args.blur_sigma is None else args.blur_sigma
+    if args.patch_size < 1 or args.stride < 1 or args.blur_sigma < 0 or args.workers < 1:
         parser.error("--patch-size, --stride and --workers must be positive, --blur-sigma not negative")
-    if args.lr_size and size < args.scale:
-        parser.error(f"--patch-size {size} is smaller than the scale")
+    if args.lr_size and args.patch_size < args.scale:
+        parser.error(f"--patch-size {args.patch_size} is smaller than the scale")
     if any(not 0 < factor < 1 for factor in args.downscale):
         parser.error("--downscale factors must lie between 0 and 1")
     if args.eval and args.downscale:
         parser.error("--downscale augments training patches, not --eval images")
     if args.eval and args.holopix50k:
         parser.error("--eval reads a folder of images (--images)")
-    root = args.images or args.holopix50k
     if args.images and not args.images.is_dir():
         parser.error(f"--images {args.images}: not a folder")
-    paths = list_images(root) if args.images else holopix_images(root, args.split, args.views)
-    paths = paths[: args.max_images]
-    if not paths:
-        parser.error(f"{root}: no images found (png, jpg, bmp, tif)")
+    args.color = "y" if args.channels == 1 else args.color
+    return args
 
+
+def default_output(args: argparse.Namespace) -> Path:
+    """output/<source>_x<scale>[_lr][_<colour>][_downscaled].h5, or output/<source>_x<scale>_eval.h5."""
+    root = args.images or args.holopix50k
     # Set5/x3 -> Set5: a benchmark folder is named after its set, not its scale
     name = (root.parent.name if root.name == f"x{args.scale}" else root.name) if args.images else f"holopix50k_{args.split}"
-    color = "y" if args.channels == 1 else args.color
-    suffix = "_eval" if args.eval else ("_lr" if args.lr_size else "") + ("" if color == "y" else f"_{color}") + (
+    suffix = "_eval" if args.eval else ("_lr" if args.lr_size else "") + ("" if args.color == "y" else f"_{args.color}") + (
         "_downscaled" if args.downscale else "")
-    output = args.output or Path("output") / f"{name}_x{args.scale}{suffix}.h5"
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        parser.error(f"cannot create {output.parent}: {err.strerror}")
-    partial_path = output.with_name(output.name + ".partial")  # renamed only once complete
-    total = sum(not p.stem.endswith("_LR") for p in paths) if args.eval else len(paths)  # an LR file is no image of its own
-    progress = tqdm(total=total, desc=f"preprocess x{args.scale}", unit="img")
-    settings = dict(scale=args.scale, blur_sigma=blur_sigma, mode="eval" if args.eval else "patches", color=color)
+    return Path("output") / f"{name}_x{args.scale}{suffix}.h5"
+
+
+def file_settings(args: argparse.Namespace) -> dict:
+    """What the HDF5 attributes record, and what a resumed file must match."""
+    settings = dict(scale=args.scale, blur_sigma=args.blur_sigma, mode="eval" if args.eval else "patches", color=args.color)
     if not args.eval:
-        lr_side, hr_side = (size // args.scale, size // args.scale * args.scale) if args.lr_size else (size, size)
-        settings.update(patch_size=hr_side, lr_patch_size=lr_side, stride=stride, lr_size=args.lr_size,
+        lr_side, hr_side = patch_sides(args)
+        settings.update(patch_size=hr_side, lr_patch_size=lr_side, stride=args.stride, lr_size=args.lr_size,
                         downscales=" ".join(map(str, args.downscale)))
+    return settings
+
+
+def patch_sides(args: argparse.Namespace) -> tuple[int, int]:
+    """(LR, HR) patch side: equal for SRCNN, LR = patch-size // scale for --lr-size (FSRCNN)."""
+    size = args.patch_size
+    return (size // args.scale, size // args.scale * args.scale) if args.lr_size else (size, size)
+
+
+def fill(out: h5py.File, args: argparse.Namespace, paths: list[Path], resuming: bool, progress: tqdm) -> tuple[int, list[str]]:
+    """Write every image's patches (or, with --eval, the whole images) into the open partial file."""
+    root = args.images or args.holopix50k
+    settings = file_settings(args)
+    if resuming:
+        differ = [k for k, v in settings.items() if out.attrs.get(k) != v]
+        if differ:
+            raise ValueError(f"{out.filename}: made with other settings ({', '.join(differ)}); start afresh")
+    out.attrs.update(settings, source=str(root), preset=args.preset,
+                     arguments=json.dumps({k: str(v) for k, v in vars(args).items()}))
+    if args.eval:
+        return write_eval(out, root, args.scale, args.blur_sigma, progress)
+    patch_datasets(out, *patch_sides(args), args.channels)
+    start = resume_point(out, paths, root) if resuming else 0
+    if resuming:
+        print(f"resuming {out.filename}: {start} of {len(paths)} images done", file=sys.stderr)
+    progress.update(start)
+    work = partial(patches_of, scale=args.scale, size=args.patch_size, stride=args.stride, blur_sigma=args.blur_sigma,
+                   lr_size=args.lr_size, color=args.color, max_pixels=args.max_pixels, downscales=tuple(args.downscale))
+    if args.workers == 1:
+        return write_patches(out, map(work, paths[start:]), root, progress)
+    with multiprocessing.Pool(args.workers) as pool:
+        return write_patches(out, in_order(pool, work, paths[start:], 2 * args.workers), root, progress)
+
+
+def write_file(args: argparse.Namespace, paths: list[Path], output: Path, total: int) -> tuple[int, list[str]]:
+    """Fill OUTPUT.partial and rename it to OUTPUT once complete; a partial file the user asked to continue
+    (or an interrupted one) is kept for --resume, any other is removed on error."""
+    partial_path = output.with_name(output.name + ".partial")
     resuming = args.resume and partial_path.exists()
     if args.resume and not resuming:
         print(f"--resume: no {partial_path}; starting afresh", file=sys.stderr)
     keep_partial = resuming  # a partial file the user asked to continue is theirs: never deleted on error
+    progress = tqdm(total=total, desc=f"preprocess x{args.scale}", unit="img")
     try:
         with h5py.File(partial_path, "a" if resuming else "w") as out:
-            if resuming:
-                differ = [k for k, v in settings.items() if out.attrs.get(k) != v]
-                if differ:
-                    raise ValueError(f"{partial_path}: made with other settings ({', '.join(differ)}); start afresh")
-            out.attrs.update(settings, source=str(root), preset=args.preset,
-                             arguments=json.dumps({k: str(v) for k, v in vars(args).items()}))
-            if args.eval:
-                count, skipped = write_eval(out, root, args.scale, blur_sigma, progress)
-            else:
-                patch_datasets(out, lr_side, hr_side, args.channels)
-                start = resume_point(out, paths, root) if resuming else 0
-                if resuming:
-                    print(f"resuming {partial_path}: {start} of {len(paths)} images done", file=sys.stderr)
-                progress.update(start)
-                work = partial(patches_of, scale=args.scale, size=size, stride=stride, blur_sigma=blur_sigma,
-                               lr_size=args.lr_size, color=color, max_pixels=args.max_pixels,
-                               downscales=tuple(args.downscale))
-                todo = paths[start:]
-                if args.workers == 1:
-                    count, skipped = write_patches(out, map(work, todo), root, progress)
-                else:
-                    with multiprocessing.Pool(args.workers) as pool:
-                        count, skipped = write_patches(out, in_order(pool, work, todo, 2 * args.workers), root, progress)
+            count, skipped = fill(out, args, paths, resuming, progress)
         progress.close()
         if count == 0:
             raise SystemExit(f"error: no {'images' if args.eval else 'patches'} written: all {len(paths)} images were skipped")
         partial_path.replace(output)
+        return count, skipped
     except KeyboardInterrupt:
         keep_partial = not args.eval
         raise SystemExit(f"interrupted: {partial_path} holds the images done so far; continue with --resume") from None
@@ -278,9 +299,24 @@ def main() -> None:
         progress.close()
         if not keep_partial:
             partial_path.unlink(missing_ok=True)
-    used = total - len(skipped)
-    print(f"wrote {output}: {count} {'images' if args.eval else 'patch pairs'} from {used} images"
-          f" ({len(skipped)} skipped), scale {args.scale}, blur sigma {blur_sigma}")
+
+
+def main() -> None:
+    parser = build_parser()
+    args = parse_args(parser)
+    root = args.images or args.holopix50k
+    paths = (list_images(root) if args.images else holopix_images(root, args.split, args.views))[: args.max_images]
+    if not paths:
+        parser.error(f"{root}: no images found (png, jpg, bmp, tif)")
+    output = args.output or default_output(args)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"cannot create {output.parent}: {err.strerror}")
+    total = sum(not p.stem.endswith("_LR") for p in paths) if args.eval else len(paths)  # an LR file is no image of its own
+    count, skipped = write_file(args, paths, output, total)
+    print(f"wrote {output}: {count} {'images' if args.eval else 'patch pairs'} from {total - len(skipped)} images"
+          f" ({len(skipped)} skipped), scale {args.scale}, blur sigma {args.blur_sigma}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Train SRCNN on a preprocess.py patch file, validating every epoch on whole images.
+"""Train SRCNN (or FSRCNN) on a preprocess.py patch file, validating on whole images.
 
-    python train.py --train-file output/T91_x3.h5 --eval-file ../shared/data/Set5/x3 --scale 3
+    python train.py --train-file output/T91_x3.h5 --eval-file data/Set5/x3 --scale 3
     tensorboard --logdir runs
 
-Validation PSNR/SSIM follow the SR protocol (Y channel, output rounded to 8 bits, `scale` pixels
-shaved, range 255). The run folder holds TensorBoard logs, `last.pth` (everything --resume needs)
-and `best.pth` (the weights with the best validation PSNR, loadable by test.py).
+Validation is evaluate.py's, the same code test.py scores with (Y channel, output rounded to 8 bits,
+`scale` pixels shaved, range 255). The run folder holds TensorBoard logs, `last.pth` (everything
+--resume needs) and `best.pth` (the weights with the best validation PSNR, loadable by test.py).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +27,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import cli
 import losses
-from datasets import EvalDataset, PatchDataset, augment_pairs
-from models import ARCHS, FSRCNN, MEMORY_FORMATS, SRCNN, WeightsError, build_model, choose_device, load_model
-from utils import ImageError, filter_grid, protocol_y, psnr, ssim, to_uint8
+from checkpoints import load_checkpoint, save_atomic
+from datasets import PatchDataset, augment_pairs, eval_pairs
+from evaluate import evaluate_pairs, upscale
+from inference import Upscaler, choose_device
+from models import ARCHS, FSRCNN, MEMORY_FORMATS, SRCNN, WeightsError, build_model, load_model
+from utils import ImageError, filter_grid, to_uint8, upscale_bicubic, y_channel
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
     parser.add_argument("--train-file", type=Path, required=True, help="HDF5 patches from preprocess.py")
     parser.add_argument("--eval-file", type=Path, required=True,
                         help="preprocess.py --eval HDF5, or a folder of HR images / HR-LR pairs (Set5/x3)")
-    parser.add_argument("--outputs-dir", type=Path, help="run folder (default: runs/srcnn_x<scale>)")
-    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
+    cli.add_output_dir(parser, None, "run folder (default: runs/<srcnn|fsrcnn>_x<scale>)")
+    cli.add_scale(parser)
     parser.add_argument("--arch", default="9-5-5", choices=list(ARCHS),
                         help="SRCNN f1-f2-f3 filter sizes, or fsrcnn / fsrcnn-s (needs --lr-size patches)")
     parser.add_argument("--padding", default="same", choices=["same", "valid"],
@@ -46,39 +51,144 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paper-init", action="store_true", help="weights ~ N(0, 0.001^2), zero biases")
     parser.add_argument("--init", type=Path, help="start from these weights (e.g. x3 weights for an x4 run); "
                         "ignored with --resume")
-    parser.add_argument("--loss", default="mse", choices=["mse", "psnr", "ssim", "ms-ssim", "weighted"])
+    parser.add_argument("--loss", default="mse", choices=["mse", "psnr", "ssim", "ms-ssim", "weighted"],
+                        help="training loss")
     parser.add_argument("--loss-weights", type=float, nargs=3, default=[0.4, 0.5, 0.1], metavar=("MSE", "PSNR", "SSIM"),
                         help="weights of --loss weighted")
-    parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of conv1 and conv2")
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimiser")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of every layer but the last")
     parser.add_argument("--last-lr-ratio", type=float, default=0.1,
-                        help="conv3's learning rate relative to --lr (the paper: 1e-5 vs 1e-4)")
+                        help="the last layer's learning rate relative to --lr (the paper: 1e-5 vs 1e-4)")
     parser.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
                         help="cosine: decay to 0 over --epochs")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     parser.add_argument("--augment", action="store_true", help="random flips and 90-degree rotations")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=16, help="patches per optimiser step, over all processes")
+    parser.add_argument("--epochs", type=int, default=400, help="length of the run (and of a cosine schedule)")
     parser.add_argument("--max-steps", type=int,
                         help="stop after this many optimiser steps in all (the checkpoint counts a cut epoch as done)")
-    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    cli.add_workers(parser, "DataLoader processes reading patches")
+    parser.add_argument("--seed", type=int, default=123, help="seeds the initialisation, shuffle and augmentation")
+    cli.add_device(parser)
     parser.add_argument("--memory-format", choices=sorted(MEMORY_FORMATS), default="channels_last",
-                        help="tensor layout of the convolutions: channels_last trains 1.3-1.8x faster on CPUs here")
-    parser.add_argument("--resume", action="store_true", help="continue from <outputs-dir>/last.pth")
+                        help="tensor layout of the convolutions (docs/speed.md compares them)")
+    parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/last.pth")
     parser.add_argument("--log-every", type=int, default=100, help="steps between training-metric logs")
     parser.add_argument("--eval-every", type=int, default=1,
                         help="epochs between validations (and best.pth updates); the last epoch is always validated")
     parser.add_argument("--image-every", type=int, default=5, help="epochs between image and filter logs")
     parser.add_argument("--in-memory", action="store_true",
-                        help="read the whole patch file into memory first (fast for T91-sized files, e.g. on a GPU)")
+                        help="read the whole patch file into memory first (for files that fit, e.g. on a GPU)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    args.outputs_dir = args.outputs_dir or Path("runs") / f"srcnn_x{args.scale}"
+    args.output_dir = args.output_dir or Path("runs") / f"{'fsrcnn' if args.arch.startswith('fsrcnn') else 'srcnn'}_x{args.scale}"
     for name in ("batch_size", "epochs", "log_every", "eval_every", "image_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
+
+
+@dataclass
+class Progress:
+    """Where a run stands: what a checkpoint carries besides the weights and optimiser."""
+    epoch: int = 0
+    batches_done: int = 0  # of the current epoch
+    step: int = 0
+    best_psnr: float = -math.inf
+    loss_average: float | None = None
+    next_images: int = 0  # the epoch from which the next validation logs images and filters
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; the functions below take it step by step."""
+    args: argparse.Namespace
+    rank: int
+    world: int
+    device: torch.device
+    train_set: PatchDataset
+    eval_pairs: list
+    color: str
+    model: SRCNN | FSRCNN
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: object
+    meta: dict
+    writer: SummaryWriter | None = None
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def last_path(self) -> Path:
+        return self.args.output_dir / "last.pth"
+
+    @property
+    def best_path(self) -> Path:
+        return self.args.output_dir / "best.pth"
+
+    @property
+    def per_epoch(self) -> int:
+        return len(self.train_set) // self.args.batch_size
+
+
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group:
+    NCCL with one GPU per process, gloo on the CPU. A plain run is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    device = choose_device(device_name)
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def finish_distributed(world: int) -> None:
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def load_data(args: argparse.Namespace) -> tuple[PatchDataset, list, str]:
+    """The training patches, the validation images and the colour space the patches were made in,
+    with every mismatch between them and the arguments refused before any training."""
+    try:
+        train_set = PatchDataset(args.train_file, in_memory=args.in_memory)
+        pairs = eval_pairs(args.eval_file, args.scale)
+    except (ValueError, ImageError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if train_set.attrs.get("scale", args.scale) != args.scale:
+        raise SystemExit(f"error: {args.train_file} was made for scale {train_set.attrs['scale']}, not --scale {args.scale}")
+    is_fsrcnn = args.arch.startswith("fsrcnn")
+    if bool(train_set.attrs.get("lr_size", False)) != is_fsrcnn:
+        raise SystemExit(f"error: {args.train_file}: --arch {args.arch} needs patches made "
+                         f"{'with' if is_fsrcnn else 'without'} preprocess.py --lr-size")
+    if args.loss == "ms-ssim":
+        losses.ms_ssim_window(int(train_set.attrs.get("patch_size", 33)))  # fails early if patches are too small
+    return train_set, pairs, str(train_set.attrs.get("color", "y"))
+
+
+def make_model(args: argparse.Namespace, color: str, device: torch.device, world: int) -> tuple[SRCNN | FSRCNN, nn.Module]:
+    """The network (from --init's weights when given), on the device in its layout, and what trains it:
+    itself, or its DistributedDataParallel wrapper, which averages gradients over ranks (with the global
+    batch split across them, a step equals the one-process step)."""
+    model = build_model(args.arch, channels=1 if color == "y" else 3, padding=args.padding,
+                        paper_init=args.paper_init, scale=args.scale)
+    if args.init and not args.resume:  # a resumed run takes its weights from the checkpoint
+        try:
+            model.load_state_dict(load_model(args.init)[0].state_dict())
+        except (WeightsError, RuntimeError) as err:
+            raise SystemExit(f"error: --init {args.init}: {str(err).splitlines()[0]}") from None
+    model = model.to(device, memory_format=MEMORY_FORMATS[args.memory_format])
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if world > 1 else model
+    return model, net
 
 
 def make_optimizer(model: SRCNN | FSRCNN, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -92,60 +202,72 @@ def make_optimizer(model: SRCNN | FSRCNN, args: argparse.Namespace) -> torch.opt
     return torch.optim.Adam(groups)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
+def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LambdaLR:
     if args.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / args.epochs)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-@torch.no_grad()
-def validate(model: SRCNN | FSRCNN, dataset: EvalDataset, scale: int, color: str, device: torch.device) -> dict:
-    """Mean PSNR/SSIM/MS-SSIM on the SR protocol, and the first image's (bicubic, SR, HR) Y for logging."""
-    model.eval()
-    scores = {"psnr": [], "ssim": [], "ms_ssim": [], "bicubic_psnr": []}
-    first = None
-    as_image = lambda t: (t[0] if t.dim() == 4 else t).permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255
-    for (name, lr, bicubic, hr), gray in zip(dataset, dataset.gray):
-        x = lr if model.takes_lr else bicubic
-        sr = model.super_resolve(x.unsqueeze(0).to(device)).clamp(0, 1)
-        sr_y, bicubic_y = protocol_y(as_image(sr), color, gray), protocol_y(as_image(bicubic), color, gray)
-        hr_y = np.round(as_image(hr)[..., 0])  # exact 8-bit values again after the float32 round trip
-        scores["psnr"].append(psnr(hr_y, sr_y, scale))
-        scores["ssim"].append(ssim(hr_y, sr_y, scale))
-        scores["bicubic_psnr"].append(psnr(hr_y, bicubic_y, scale))
-        crop = lambda y: torch.from_numpy(y[scale:-scale, scale:-scale] / 255).float()[None, None]
-        if min(hr_y.shape) - 2 * scale >= 33:
-            scores["ms_ssim"].append(float(losses.ms_ssim(crop(sr_y), crop(hr_y))))
-        first = first or (bicubic_y, sr_y, hr_y)
-    model.train()
-    return {**{k: float(np.mean(v)) for k, v in scores.items() if v}, "strip": np.concatenate(first, axis=1)}
-
-
-def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
-    """torch.save through a temporary file, so a crash or a full disk never leaves a half-written file;
-    with `keep_previous`, the file it replaces stays as previous-<name> until the new one is complete."""
-    tmp = path.with_name(path.name + ".tmp")
+def set_up(args: argparse.Namespace) -> Run:
+    """Processes, data, network, optimiser and run folder: everything before the first step."""
+    rank, world, device = setup_distributed(args.device)
+    if args.batch_size % world:
+        raise SystemExit(f"error: --batch-size {args.batch_size} (the global batch) is not divisible by {world} processes")
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
+    train_set, pairs, color = load_data(args)
+    model, net = make_model(args, color, device, world)
+    optimizer = make_optimizer(model, args)
+    meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "train_file": str(args.train_file)}
     try:
-        torch.save(obj, tmp)
-        if keep_previous and path.exists():
-            path.replace(path.with_name(f"previous-{path.name}"))
-        tmp.replace(path)
+        args.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise SystemExit(f"error: cannot write {path}: {err.strerror or err}") from None
+        raise SystemExit(f"error: cannot create {args.output_dir}: {err.strerror}") from None
+    return Run(args, rank, world, device, train_set, pairs, color, model, net, optimizer, make_scheduler(optimizer, args),
+               torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
+               losses.get_loss(args.loss, tuple(args.loss_weights)), meta)
 
 
-def load_checkpoint(path: Path) -> dict:
-    """last.pth, or previous-last.pth with a warning when last.pth is missing or corrupt."""
-    previous = path.with_name(f"previous-{path.name}")
-    for candidate in (path, previous):
-        try:
-            return torch.load(candidate, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
-        except FileNotFoundError:
-            continue
-        except Exception as err:  # a truncated or garbled file
-            print(f"warning: {candidate} is unreadable ({str(err).splitlines()[0]}); trying {previous.name}", file=sys.stderr)
-    raise SystemExit(f"error: --resume: no readable {path} or {previous}")
+def restore(run: Run) -> None:
+    """With --resume, the weights, optimiser, schedule, counters and RNG state of last.pth."""
+    state = load_checkpoint(run.last_path)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.progress = Progress(state["epoch"], state.get("batches_done", 0), state["step"], state["best_psnr"],
+                            next_images=state["epoch"])
+    torch.set_rng_state(state["rng"]["cpu"])
+    if run.device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    if run.rank == 0:
+        p = run.progress
+        print(f"resumed from {run.last_path}: epoch {p.epoch} (+{p.batches_done} batches), step {p.step}, "
+              f"best PSNR {p.best_psnr:.2f} dB")
+
+
+def open_log(run: Run) -> None:
+    """TensorBoard logging, on rank 0 alone (it also validates and saves)."""
+    if run.rank == 0:
+        run.writer = SummaryWriter(str(run.args.output_dir))
+        run.writer.add_text("args", json.dumps({k: str(v) for k, v in vars(run.args).items()}, indent=1), run.progress.epoch)
+
+
+def save_checkpoint(run: Run, epoch: int, batches: int, scores: dict | None) -> None:
+    """best.pth when validation improved, and last.pth: everything a resume needs, mid-epoch included."""
+    p = run.progress
+    weights = {"model": run.model.state_dict(), "meta": {**run.meta, "epoch": round(epoch + batches / run.per_epoch, 3),
+                                                         "step": p.step, "eval_file": str(run.args.eval_file)}}
+    if scores is not None:
+        weights["meta"].update(val_psnr=scores["psnr"], val_ssim=scores["ssim"])
+        if scores["psnr"] >= p.best_psnr:
+            save_atomic(weights, run.best_path)
+    rng = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if run.device.type == "cuda" else {})}
+    save_atomic({**weights, "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                 "scaler": run.scaler.state_dict(), "epoch": epoch, "batches_done": batches, "step": p.step,
+                 "best_psnr": p.best_psnr, "rng": rng, "args": {k: str(v) for k, v in vars(run.args).items()}},
+                run.last_path, keep_previous=True)
 
 
 class StopRequest:
@@ -165,211 +287,179 @@ def ignore_sigint(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group:
-    NCCL with one GPU per process, gloo on the CPU. A plain run is rank 0 of 1."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    device = choose_device(device_name)
-    if world == 1:
-        return 0, 1, device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world, device
+def epoch_loader(run: Run, epoch: int) -> DataLoader:
+    """This rank's batches of the epoch not yet done. The shuffle comes from seed + epoch, so a run
+    resumed mid-epoch replays exactly the batches an uninterrupted run would have seen; each rank takes
+    its slice of every global batch (a DistributedSampler that also resumes mid-epoch)."""
+    args, per_rank = run.args, run.args.batch_size // run.world
+    order = torch.randperm(len(run.train_set), generator=torch.Generator().manual_seed(args.seed + epoch))
+    batches = order[: run.per_epoch * args.batch_size].view(run.per_epoch, args.batch_size)
+    mine = batches[run.progress.batches_done:, run.rank * per_rank:(run.rank + 1) * per_rank].flatten().tolist()
+    return DataLoader(run.train_set, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=args.workers,
+                      pin_memory=run.device.type == "cuda", worker_init_fn=ignore_sigint)
+
+
+def check_loss(run: Run, value: float) -> None:
+    """Stop at a NaN/Inf loss or one 50x its running mean: the learning rate diverges."""
+    p = run.progress
+    if not math.isfinite(value):
+        raise SystemExit(f"error: loss became {value} at step {p.step + 1}; training stopped, the last good "
+                         f"checkpoint is {run.last_path} (lower --lr?)")
+    if p.loss_average is not None and p.loss_average > 0 and p.step > 100 and value > 50 * p.loss_average:
+        raise SystemExit(f"error: loss jumped to {value:.4g} at step {p.step + 1} (running mean {p.loss_average:.4g}):"
+                         f" the learning rate {run.args.lr:g} diverges; last good checkpoint: {run.last_path}")
+    p.loss_average = value if p.loss_average is None else 0.99 * p.loss_average + 0.01 * value
+
+
+def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, augment: torch.Generator) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """One optimiser step; returns the loss, the output and the target it was compared with. Each
+    batch's augmentation comes from the seed and the step, so a resumed run replays it."""
+    args, p, per_rank = run.args, run.progress, run.args.batch_size // run.world
+    if args.augment:
+        lr, hr = augment_pairs(lr, hr, augment.manual_seed(args.seed * 1_000_003 + p.step), total=args.batch_size,
+                               start=run.rank * per_rank)
+    lr, hr = lr.to(run.device, non_blocking=True), hr.to(run.device, non_blocking=True)
+    if run.model.border:  # valid padding: the loss covers the centre the network computes
+        hr = hr[..., run.model.border:-run.model.border, run.model.border:-run.model.border]
+    with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.device.type == "cuda"):
+        sr = run.net(lr)
+    loss = run.criterion(sr.float(), hr)
+    value = loss.item()
+    check_loss(run, value)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    p.step += 1
+    p.batches_done += 1
+    return value, sr, hr
+
+
+@torch.no_grad()
+def log_training(run: Run, value: float, sr: torch.Tensor, hr: torch.Tensor) -> None:
+    sr, step = sr.float().clamp(0, 1), run.progress.step
+    run.writer.add_scalar("train/loss", value, step)
+    run.writer.add_scalar("train/psnr", losses.psnr(sr, hr).item(), step)
+    run.writer.add_scalar("train/ssim", losses.ssim(sr, hr).item(), step)
+    if min(hr.shape[-2:]) >= 33:
+        run.writer.add_scalar("train/ms_ssim", losses.ms_ssim(sr, hr).item(), step)
+    run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], step)
+
+
+def stop_everywhere(run: Run, stop: StopRequest) -> None:
+    """Every rank stops at the same step, or the others would wait forever."""
+    if run.world > 1:
+        flag = torch.tensor([stop.signal], device=run.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop.signal = int(flag.item())
+
+
+def train_epoch(run: Run, epoch: int, stop: StopRequest, augment: torch.Generator) -> None:
+    """The epoch's remaining batches, until it ends, a signal arrives or --max-steps is reached."""
+    args, p = run.args, run.progress
+    bar = tqdm(epoch_loader(run, epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False,
+               initial=p.batches_done, total=run.per_epoch, disable=run.rank > 0)
+    for lr, hr in bar:
+        value, sr, hr = train_step(run, lr, hr, augment)
+        stop_everywhere(run, stop)
+        if run.writer and p.step % args.log_every == 0:
+            log_training(run, value, sr, hr)
+            bar.set_postfix(loss=f"{value:.5f}")
+        if stop.signal or (args.max_steps and p.step >= args.max_steps):
+            break
+    bar.close()
+
+
+def validate(run: Run, with_strip: bool) -> dict:
+    """Mean PSNR/SSIM/MS-SSIM (and bicubic's) on the validation images, by evaluate.py: the same code and
+    arithmetic as `test.py --dataset --inference-path channels_last` (or eager, for NCHW training)."""
+    path = "channels_last" if run.args.memory_format == "channels_last" else "eager"
+    upscaler = Upscaler(run.model, path, run.device)
+    scores = evaluate_pairs(upscaler, run.eval_pairs, run.args.scale, run.color, with_ms_ssim=True)["mean"]
+    if with_strip:
+        scores["strip"] = first_image_strip(run, upscaler)
+    return scores
+
+
+def first_image_strip(run: Run, upscaler: Upscaler) -> np.ndarray:
+    """The first validation image's bicubic | network | HR Y, side by side, for TensorBoard."""
+    _, hr, lr = run.eval_pairs[0]
+    bicubic = upscale_bicubic(lr, run.args.scale)
+    return np.concatenate([y_channel(bicubic), upscale(upscaler, lr, bicubic, run.color)[1], y_channel(hr)], axis=1)
+
+
+def log_validation(run: Run, scores: dict, epoch: int) -> None:
+    step, writer = run.progress.step, run.writer
+    for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
+        if key in scores:
+            writer.add_scalar(f"val/{key}", scores[key], step)
+    if "strip" in scores:
+        run.progress.next_images = epoch + run.args.image_every
+        writer.add_image("val/bicubic_srcnn_hr", to_uint8(scores["strip"])[None], step, dataformats="CHW")
+        first = run.model.feature[0] if isinstance(run.model, FSRCNN) else run.model.conv1
+        weights = first.weight.detach().cpu().numpy()[:, 0]  # the first input channel (Y, Y or R)
+        writer.add_image("filters/first_layer", filter_grid(weights)[None], step, dataformats="CHW")
+    writer.flush()
+
+
+def end_epoch(run: Run, epoch: int, started: float, stopping: bool) -> None:
+    """After an epoch (or a cut one): the schedule's step, validation when due, and the checkpoint; rank 0
+    alone validates and saves while the other ranks wait at the barrier."""
+    args, p = run.args, run.progress
+    finished = p.batches_done >= run.per_epoch
+    if finished:
+        run.scheduler.step()
+        p.batches_done = 0
+    if run.writer and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or stopping):
+        scores = validate(run, with_strip=epoch >= p.next_images)
+        log_validation(run, scores, epoch)
+        improved = scores["psnr"] > p.best_psnr
+        p.best_psnr = max(p.best_psnr, scores["psnr"])
+        save_checkpoint(run, epoch + finished, p.batches_done, scores)
+        tqdm.write(f"epoch {epoch + 1}: step {p.step}, val PSNR {scores['psnr']:.2f} dB (bicubic "
+                   f"{scores['bicubic_psnr']:.2f}), SSIM {scores['ssim']:.4f}, {time.perf_counter() - started:.1f} s"
+                   f"{' *' if improved else ''}", file=sys.stdout)
+    elif run.writer:
+        save_checkpoint(run, epoch + finished, p.batches_done, None)
+        tqdm.write(f"epoch {epoch + 1}: step {p.step}, {time.perf_counter() - started:.1f} s", file=sys.stdout)
+    if run.world > 1:
+        dist.barrier()
+
+
+def interrupted(run: Run, epoch: int, stop: StopRequest) -> None:
+    """A signal mid-epoch: save where the run stands and exit with 128 + the signal's number."""
+    if run.writer:
+        save_checkpoint(run, epoch, run.progress.batches_done, None)
+        run.writer.close()
+        print(f"interrupted by {signal.Signals(stop.signal).name} at step {run.progress.step}: checkpoint "
+              f"{run.last_path}; continue with --resume", file=sys.stderr)
+    finish_distributed(run.world)
+    raise SystemExit(128 + stop.signal)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    rank, world, device = setup_distributed(args.device)
-    if args.batch_size % world:
-        raise SystemExit(f"error: --batch-size {args.batch_size} (the global batch) is not divisible by {world} processes")
-    torch.manual_seed(args.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
-
-    try:
-        train_set = PatchDataset(args.train_file, in_memory=args.in_memory)
-        color = str(train_set.attrs.get("color", "y"))
-        eval_set = EvalDataset(args.eval_file, args.scale, color=color)
-    except (ValueError, ImageError) as err:
-        raise SystemExit(f"error: {err}") from None
-    if train_set.attrs.get("scale", args.scale) != args.scale:
-        raise SystemExit(f"error: {args.train_file} was made for scale {train_set.attrs['scale']}, not --scale {args.scale}")
-    is_fsrcnn = args.arch.startswith("fsrcnn")
-    if bool(train_set.attrs.get("lr_size", False)) != is_fsrcnn:
-        raise SystemExit(f"error: {args.train_file}: --arch {args.arch} needs patches made "
-                         f"{'with' if is_fsrcnn else 'without'} preprocess.py --lr-size")
-    if args.loss == "ms-ssim":
-        losses.ms_ssim_window(int(train_set.attrs.get("patch_size", 33)))  # fails early if patches are too small
-
-    model = build_model(args.arch, channels=1 if color == "y" else 3, padding=args.padding,
-                        paper_init=args.paper_init, scale=args.scale)
-    if args.init and not args.resume:  # a resumed run takes its weights from the checkpoint
-        try:
-            model.load_state_dict(load_model(args.init)[0].state_dict())
-        except (WeightsError, RuntimeError) as err:
-            raise SystemExit(f"error: --init {args.init}: {str(err).splitlines()[0]}") from None
-    model = model.to(device, memory_format=MEMORY_FORMATS[args.memory_format])
-    # DDP averages gradients over ranks: with the global batch split across them, a step equals the one-process step.
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if world > 1 else model
-    optimizer = make_optimizer(model, args)
-    scheduler = make_scheduler(optimizer, args)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    criterion = losses.get_loss(args.loss, tuple(args.loss_weights))
-    meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "train_file": str(args.train_file)}
-
-    try:
-        args.outputs_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SystemExit(f"error: cannot create {args.outputs_dir}: {err.strerror}") from None
-    last_path, best_path = args.outputs_dir / "last.pth", args.outputs_dir / "best.pth"
-    start_epoch, batches_done, step, best_psnr = 0, 0, 0, -math.inf
+    run = set_up(args)
     if args.resume:
-        state = load_checkpoint(last_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, batches_done = state["epoch"], state.get("batches_done", 0)
-        step, best_psnr = state["step"], state["best_psnr"]
-        torch.set_rng_state(state["rng"]["cpu"])
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-        if rank == 0:
-            print(f"resumed from {last_path}: epoch {start_epoch} (+{batches_done} batches), step {step}, "
-                  f"best PSNR {best_psnr:.2f} dB")
-
-    writer = SummaryWriter(str(args.outputs_dir)) if rank == 0 else None  # rank 0 alone logs, validates and saves
-    if writer:
-        writer.add_text("args", json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1), start_epoch)
-
-    def checkpoint(epoch: int, batches: int, scores: dict | None) -> None:
-        """best.pth when validation improved, and last.pth: everything a resume needs, mid-epoch included."""
-        epochs_trained = round(epoch + batches / (len(train_set) // args.batch_size), 3)
-        weights = {"model": model.state_dict(), "meta": {**meta, "epoch": epochs_trained, "step": step,
-                                                         "eval_file": str(args.eval_file)}}
-        if scores is not None:
-            weights["meta"].update(val_psnr=scores["psnr"], val_ssim=scores["ssim"])
-            if scores["psnr"] >= best_psnr:
-                save_atomic(weights, best_path)
-        rng = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {})}
-        save_atomic({**weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "epoch": epoch, "batches_done": batches, "step": step,
-                     "best_psnr": best_psnr, "rng": rng, "args": {k: str(v) for k, v in vars(args).items()}},
-                    last_path, keep_previous=True)
-
-    stop = StopRequest()
-    augment_generator = torch.Generator()
-    border, loss_average = model.border, None
-    model.train()
-    next_images = start_epoch  # the first validation logs images, then one every --image-every epochs
-    per_epoch, per_rank = len(train_set) // args.batch_size, args.batch_size // world
-    for epoch in range(start_epoch, args.epochs):
-        # The shuffle comes from seed + epoch and each batch's augmentation from seed and step, so a run
-        # resumed mid-epoch replays exactly the batches an uninterrupted run would have seen. Each rank
-        # takes its slice of every global batch (a DistributedSampler that also resumes mid-epoch).
+        restore(run)
+    open_log(run)
+    stop, augment = StopRequest(), torch.Generator()
+    run.model.train()
+    for epoch in range(run.progress.epoch, args.epochs):
         started = time.perf_counter()
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed + epoch))
-        batches = order[: per_epoch * args.batch_size].view(per_epoch, args.batch_size)
-        mine = batches[batches_done:, rank * per_rank:(rank + 1) * per_rank].flatten().tolist()
-        loader = DataLoader(train_set, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=args.num_workers,
-                            pin_memory=device.type == "cuda", worker_init_fn=ignore_sigint)
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False,
-                        initial=batches_done, total=per_epoch, disable=rank > 0)
-        for lr, hr in progress:
-            if args.augment:
-                lr, hr = augment_pairs(lr, hr, augment_generator.manual_seed(args.seed * 1_000_003 + step),
-                                       total=args.batch_size, start=rank * per_rank)
-            lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
-            if border:
-                hr = hr[..., border:-border, border:-border]
-            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                sr = net(lr)
-            loss = criterion(sr.float(), hr)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise SystemExit(f"error: loss became {value} at step {step + 1}; training stopped, the last good "
-                                 f"checkpoint is {last_path} (lower --lr?)")
-            if loss_average is not None and loss_average > 0 and step > 100 and value > 50 * loss_average:
-                raise SystemExit(f"error: loss jumped to {value:.4g} at step {step + 1} (running mean {loss_average:.4g}):"
-                                 f" the learning rate {args.lr:g} diverges; last good checkpoint: {last_path}")
-            loss_average = value if loss_average is None else 0.99 * loss_average + 0.01 * value
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            batches_done += 1
-            if world > 1:  # every rank stops at the same step, or the others would wait forever
-                flag = torch.tensor([stop.signal], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop.signal = int(flag.item())
-            if writer and step % args.log_every == 0:
-                with torch.no_grad():
-                    sr = sr.float().clamp(0, 1)
-                    writer.add_scalar("train/loss", value, step)
-                    writer.add_scalar("train/psnr", losses.psnr(sr, hr).item(), step)
-                    writer.add_scalar("train/ssim", losses.ssim(sr, hr).item(), step)
-                    if min(hr.shape[-2:]) >= 33:
-                        writer.add_scalar("train/ms_ssim", losses.ms_ssim(sr, hr).item(), step)
-                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                progress.set_postfix(loss=f"{value:.5f}")
-            if stop.signal or (args.max_steps and step >= args.max_steps):
-                break
-        progress.close()
-        if stop.signal and batches_done < per_epoch:
-            if writer:
-                checkpoint(epoch, batches_done, None)
-                writer.close()
-                print(f"interrupted by {signal.Signals(stop.signal).name} at step {step}: checkpoint {last_path}; "
-                      f"continue with --resume", file=sys.stderr)
-            finish_distributed(world)
-            raise SystemExit(128 + stop.signal)
-        finished = batches_done >= per_epoch
-        if finished:
-            scheduler.step()
-            batches_done = 0
-        stopping = bool(stop.signal) or bool(args.max_steps and step >= args.max_steps)
-        evaluate = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or stopping
-        if writer and evaluate:  # rank 0 alone validates and saves; the other ranks wait at the barrier
-            scores = validate(model, eval_set, args.scale, color, device)
-            for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
-                if key in scores:
-                    writer.add_scalar(f"val/{key}", scores[key], step)
-            if epoch >= next_images:
-                next_images = epoch + args.image_every
-                strip = to_uint8(scores["strip"])
-                writer.add_image("val/bicubic_srcnn_hr", strip[None], step, dataformats="CHW")
-                first = model.feature[0] if isinstance(model, FSRCNN) else model.conv1
-                weights = first.weight.detach().cpu().numpy()[:, 0]  # the first input channel (Y, Y or R)
-                writer.add_image("filters/first_layer", filter_grid(weights)[None], step, dataformats="CHW")
-            writer.flush()
-            improved = scores["psnr"] > best_psnr
-            best_psnr = max(best_psnr, scores["psnr"])
-            checkpoint(epoch + finished, batches_done, scores)
-            tqdm.write(f"epoch {epoch + 1}: step {step}, val PSNR {scores['psnr']:.2f} dB (bicubic "
-                       f"{scores['bicubic_psnr']:.2f}), SSIM {scores['ssim']:.4f}, {time.perf_counter() - started:.1f} s"
-                       f"{' *' if improved else ''}", file=sys.stdout)
-        elif writer:
-            checkpoint(epoch + finished, batches_done, None)
-            tqdm.write(f"epoch {epoch + 1}: step {step}, {time.perf_counter() - started:.1f} s", file=sys.stdout)
-        if world > 1:
-            dist.barrier()
+        train_epoch(run, epoch, stop, augment)
+        if stop.signal and run.progress.batches_done < run.per_epoch:
+            interrupted(run, epoch, stop)
+        stopping = bool(stop.signal) or bool(args.max_steps and run.progress.step >= args.max_steps)
+        end_epoch(run, epoch, started, stopping)
         if stopping:
             break
-    if writer:
-        writer.close()
-        print(f"best val PSNR {best_psnr:.2f} dB; weights in {best_path}")
-    finish_distributed(world)
+    if run.writer:
+        run.writer.close()
+        print(f"best val PSNR {run.progress.best_psnr:.2f} dB; weights in {run.best_path}")
+    finish_distributed(run.world)
     if stop.signal:
         raise SystemExit(128 + stop.signal)
-
-
-def finish_distributed(world: int) -> None:
-    if world > 1:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

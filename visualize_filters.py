@@ -1,6 +1,6 @@
 """Draw SRCNN's learned filters as a PNG grid (the paper's Fig. 5 shows conv1 of its 9-1-5 network).
 
-    python visualize_filters.py                                   # shipped x3 weights -> results/filters_conv1_x3.png
+    python visualize_filters.py                                   # shipped x3 weights -> output/filters_conv1_x3.png
     python visualize_filters.py --weights-file runs/srcnn_x3/best.pth --layers conv1 conv2 conv3
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import cli
+from hub import WEIGHTS_DIR
 from models import WeightsError, load_model
 from utils import filter_grid, save_image
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def layer_filters(weight: np.ndarray, input_channel: int) -> np.ndarray:
@@ -25,16 +25,20 @@ def layer_filters(weight: np.ndarray, input_channel: int) -> np.ndarray:
     return weight[:, min(input_channel, weight.shape[1] - 1)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights-file", type=Path, help="default: weights/srcnn_x<scale>.pth")
-    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
-    parser.add_argument("--layers", nargs="+", default=["conv1"], choices=["conv1", "conv2", "conv3"])
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--weights-file", type=Path, help="SRCNN weights (default: weights/srcnn_x<scale>.pth)")
+    cli.add_scale(parser)
+    parser.add_argument("--layers", nargs="+", default=["conv1"], choices=["conv1", "conv2", "conv3"], help="layers to draw")
     parser.add_argument("--input-channel", type=int, default=0,
                         help="conv2 filters have 64 input channels; draw this one's slice")
     parser.add_argument("--zoom", type=int, default=8, help="pixels per filter tap in the PNG")
-    parser.add_argument("--output-dir", type=Path, default=Path("results"))
-    args = parser.parse_args()
+    cli.add_output_dir(parser, Path("output"), "where the PNGs go (results/ holds the showcase)")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     weights = args.weights_file or WEIGHTS_DIR / f"srcnn_x{args.scale}.pth"
     try:

@@ -3,9 +3,9 @@
 A valid-padding SRCNN (the shipped weights) loses `halo` = 8 pixels per side, so `SRCNN.super_resolve`
 extends its input by replicating the border first. Only `scale` pixels are shaved before PSNR, so the
 outer 8 - scale pixels of every output are computed from made-up context. This script scores the
-shipped weights with test.py's protocol for several ways to make it up:
+shipped weights with evaluate.py, as test.py does, for several ways to make it up:
 
-    python benchmarks/border_modes.py --data ../shared/data
+    python -m benchmarks.border_modes --data data
 
 - replicate: the input's edge pixels repeated (what test.py does),
 - reflect: the input mirrored about its edge pixels,
@@ -18,18 +18,17 @@ Selecting a mode by these numbers would tune on the test sets, so test.py keeps 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
+import cli
+from evaluate import evaluate_dataset, paper_psnr
+from inference import Upscaler
+from models import SRCNN, load_model
 
-from benchmarks.eval_benchmarks import PAPER  # noqa: E402
-from models import SRCNN, Upscaler, load_model  # noqa: E402
-from test import evaluate_dataset  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODES = ("replicate", "reflect", "zeros", "replicate per layer")
 
@@ -53,23 +52,27 @@ class BorderFill(nn.Module):
         return self.model(nn.functional.pad(bicubic, [self.halo] * 4, mode=mode))
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
+    cli.add_data(parser)
+    cli.add_scale(parser, several=True)
+    return parser
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="holds Set5/ and Set14/")
-    parser.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4], choices=[2, 3, 4])
-    args = parser.parse_args()
+    args = build_parser().parse_args()
 
     print("| set | scale | " + " | ".join(MODES) + " | paper |\n|---|---|" + "---|" * (len(MODES) + 1))
     for dataset in ("Set5", "Set14"):
-        for scale in args.scales:
+        for scale in args.scale:
             model, _ = load_model(ROOT / "weights" / f"srcnn_x{scale}.pth")
             if model.padding != "valid":
                 raise SystemExit(f"error: weights/srcnn_x{scale}.pth has {model.padding} padding; this compares valid-padding fills")
             # channels_last, not test.py's default ONNX Runtime path (within 1e-4 dB of it): the exported graph
             # is cached by the weights alone, so it would not see the fill
             means = [evaluate_dataset(Upscaler(BorderFill(model, mode), "channels_last"), args.data / dataset / f"x{scale}",
-                                      scale)["mean"]["srcnn_psnr"] for mode in MODES]
-            print(f"| {dataset} | x{scale} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {PAPER[dataset, scale][0]:.2f} |",
+                                      scale)["mean"]["psnr"] for mode in MODES]
+            print(f"| {dataset} | x{scale} | " + " | ".join(f"{m:.3f}" for m in means) + f" | {paper_psnr('srcnn', dataset, scale):.2f} |",
                   flush=True)
 
 

@@ -1,6 +1,6 @@
 """Preprocessing and loading at Holopix50k scale, on a synthetic set of 1280x720 JPEGs tiled from T91.
 
-    python benchmarks/holopix_scale.py --images 200 --workers 2
+    python -m benchmarks.holopix_scale --images 200 --workers 2
 
 1. Writes N Holopix-like images (<tmp>/train/left/*.jpg), then times `preprocess.py --holopix50k ...
    --preset holopix` and samples the summed RSS of its whole process tree: images/s, patches, file
@@ -29,11 +29,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
+import cli
+from datasets import PatchDataset
+from models import build_model
+from utils import list_images, load_image
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from datasets import PatchDataset  # noqa: E402
-from models import build_model  # noqa: E402
-from utils import list_images, load_image  # noqa: E402
 
 WIDTH, HEIGHT = 1280, 720
 
@@ -126,16 +127,21 @@ def model_rate(side: int, batch: int = 16, steps: int = 5) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=2, help="preprocess.py worker processes")
-    parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 1, 2, 4])
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--images", type=int, default=200, help="synthetic 1280x720 images to make")
+    cli.add_workers(parser, "preprocess.py worker processes", default=2)
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 1, 2, 4], help="DataLoader worker counts to time")
     parser.add_argument("--layout-patches", type=int, default=5000, help="patch pairs in each layout comparison file")
-    parser.add_argument("--t91", type=Path, default=ROOT.parent / "shared" / "data" / "T91")
-    args = parser.parse_args()
-    tiles = [im for im in (load_image(p) for p in list_images(args.t91)) if im.ndim == 3 and min(im.shape[:2]) >= 120 and im.shape[1] >= 160] \
-        if args.t91.is_dir() else []
+    cli.add_data(parser)
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    t91 = args.data / "T91"  # tiles of real images; noise where it is absent
+    tiles = [im for im in (load_image(p) for p in list_images(t91)) if im.ndim == 3 and min(im.shape[:2]) >= 120 and im.shape[1] >= 160] \
+        if t91.is_dir() else []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "holo"
         make_images(root / "train" / "left", args.images, tiles)

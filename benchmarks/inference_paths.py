@@ -2,8 +2,8 @@
 all measured in one run on the same 1280x720 Y input (scikit-image's coffee, resized), with the
 shipped x3 weights.
 
-    python benchmarks/inference_paths.py                  # CPU
-    python benchmarks/inference_paths.py --device cuda    # adds fp16/bf16, cudnn.benchmark, CUDA graphs
+    python -m benchmarks.inference_paths                  # CPU
+    python -m benchmarks.inference_paths --device cuda    # adds fp16/bf16, cudnn.benchmark, CUDA graphs
 
 Paths: eager (NCHW fp32, what a typical SRCNN repo runs), channels_last, torch.compile, ONNX Runtime
 on the exported model (onnx, onnxscript, onnxruntime: requirements.txt), and on CUDA fp16/bf16
@@ -17,7 +17,6 @@ output Y, in 8-bit levels: test.py may pick a path only where it stays below 1.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,11 +26,12 @@ import torch
 from PIL import Image
 from skimage import data as skimage_data
 
+import cli
+from inference import Upscaler, choose_device, default_inference_path, median_seconds
+from models import load_model
+from utils import y_channel
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from models import Upscaler, choose_device, default_inference_path, load_model  # noqa: E402
-from speed import median_seconds  # noqa: E402
-from utils import y_channel  # noqa: E402
 
 
 def matmul_gflops(size: int, repeats: int, device: torch.device) -> dict[str, float]:
@@ -75,14 +75,18 @@ def cuda_graph_path(upscaler: Upscaler, x: torch.Tensor) -> Callable[[torch.Tens
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights-file", type=Path, default=ROOT / "weights" / "srcnn_x3.pth")
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--matmul-size", type=int, default=4096)
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--weights-file", type=Path, default=ROOT / "weights" / "srcnn_x3.pth", help="the network to time")
+    cli.add_device(parser, default="cpu")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per path (the median counts)")
+    parser.add_argument("--matmul-size", type=int, default=4096, help="side of the square matmuls that measure the peak")
     parser.add_argument("--skip", nargs="*", default=[], help="paths to leave out (e.g. compile, onnxruntime)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     device = choose_device(args.device)
     torch.manual_seed(0)
 

@@ -1,6 +1,6 @@
 """Plot validation PSNR against epoch from train.py's TensorBoard logs, one panel per model, as a PNG.
 
-    python benchmarks/plot_curves.py runs/srcnn_x2 runs/srcnn_x3 runs/srcnn_x4   # -> results/curves_val_psnr.png
+    python -m benchmarks.plot_curves runs/srcnn_x2 runs/srcnn_x3 runs/srcnn_x4   # -> results/curves_val_psnr.png
 
 A folder is one train.py run, or a model trained in stages: then its subfolders are the runs, in the
 order they ran (weights/training/srcnn_x3/{cpu,gpu1,gpu2,gpu3}), drawn end to end with dotted lines
@@ -14,39 +14,13 @@ import argparse
 import math
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageDraw
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-# Set5 PSNR of the SRCNN paper (9-5-5, TPAMI 2015) and the FSRCNN paper (ECCV 2016).
-PAPER_SET5 = {"srcnn": {2: 36.66, 3: 32.75, 4: 30.49}, "fsrcnn": {2: 36.94, 3: 33.06, 4: 30.55}}
+import cli
+from evaluate import paper_psnr
+from run_logs import read_scalar, stages, steps_per_epoch
+
 W, H, MARGIN = 420, 300, 48
-
-
-def read_scalar(run: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) pairs, one per step (the last written, should a resumed run have logged a step twice)."""
-    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    events.Reload()
-    if tag not in events.Tags()["scalars"]:
-        return []
-    return sorted({e.step: e.value for e in events.Scalars(tag)}.items())
-
-
-def started(run: Path) -> int:
-    """When a run began: the earliest timestamp in its event file names (events.out.tfevents.TIME.HOST)."""
-    return min(int(p.name.split(".")[3]) for p in run.glob("events.out.tfevents.*"))
-
-
-def stages(folder: Path) -> list[Path]:
-    """The train.py runs a model folder holds: itself, or its subfolders in the order they ran."""
-    if any(folder.glob("events.out.tfevents.*")):
-        return [folder]
-    return sorted((p for p in folder.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*"))), key=started)
-
-
-def steps_per_epoch(run: Path) -> float:
-    meta = torch.load(run / "best.pth", map_location="cpu", weights_only=True)["meta"]
-    return meta["step"] / meta["epoch"]
 
 
 def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -93,11 +67,15 @@ def panel(title: str, curve: list[tuple[float, float]], boundaries: list[tuple[f
     return image
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
     parser.add_argument("runs", type=Path, nargs="+", help="train.py run folders")
-    parser.add_argument("--output", type=Path, default=Path("results") / "curves_val_psnr.png")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=Path("results") / "curves_val_psnr.png", help="the PNG to write")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     panels = []
     for folder in args.runs:
         curve, boundaries, bicubic, offset = [], [], [], 0.0
@@ -114,8 +92,9 @@ def main() -> None:
             raise SystemExit(f"error: {folder}: no val/psnr in its TensorBoard logs")
         arch, _, scale = folder.name.partition("_x")  # srcnn_x3, fsrcnn_x2; not srcnn_x3_rgb
         lines = {"bicubic": (bicubic[-1][1], "grey")} if bicubic else {}
-        if scale.isdigit() and int(scale) in PAPER_SET5.get(arch, {}):
-            lines["paper"] = (PAPER_SET5[arch][int(scale)], "red")
+        paper = paper_psnr(arch, "Set5", int(scale)) if scale.isdigit() else None
+        if paper is not None:
+            lines["paper"] = (paper, "red")
         best = max(v for _, v in curve)
         panels.append(panel(f"{folder.name}: val PSNR, best {best:.2f} dB in {offset:.0f} epochs", curve, boundaries, lines))
     columns = min(3, len(panels))

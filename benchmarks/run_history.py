@@ -1,26 +1,23 @@
 """Set5 and Set14 PSNR of the best weights of each training run of a model, in the order the runs ran.
 
-    python benchmarks/run_history.py weights/training/srcnn_x4 --data ../shared/data
+    python -m benchmarks.run_history weights/training/srcnn_x4 --data data
 
 Every archived run keeps its best.pth, the weights that run would have shipped. Scoring them all with
-test.py's protocol shows whether more training still moves the published numbers, on the set the runs
+evaluate.py, as test.py does, shows whether more training still moves the published numbers, on the set the runs
 were picked by (Set5, whose per-epoch curves are results/curves_val_psnr.png) and on one they never saw
-(Set14). Epochs are counted as plot_curves.py counts them: every epoch each run trained, not only
+(Set14). Epochs are counted as benchmarks/plot_curves.py counts them: every epoch each run trained, not only
 those up to its best, summed in run order.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
-
-from benchmarks.eval_benchmarks import PAPER  # noqa: E402
-from benchmarks.plot_curves import read_scalar, stages, steps_per_epoch  # noqa: E402
-from models import Upscaler, load_model  # noqa: E402
-from test import evaluate_dataset  # noqa: E402
+import cli
+from evaluate import evaluate_dataset, paper_psnr
+from inference import Upscaler
+from models import load_model
+from run_logs import read_scalar, stages, steps_per_epoch
 
 SETS = ("Set5", "Set14")
 
@@ -38,7 +35,7 @@ def history(folder: Path, data: Path) -> list[dict]:
         # channels_last, not test.py's default ONNX Runtime path (within 1e-4 dB of it): no exported graph
         # cached per run
         upscaler = Upscaler(model, "channels_last")
-        psnr = {name: evaluate_dataset(upscaler, data / name / f"x{scale}", scale, meta.get("color", "y"))["mean"]["srcnn_psnr"]
+        psnr = {name: evaluate_dataset(upscaler, data / name / f"x{scale}", scale, meta.get("color", "y"))["mean"]["psnr"]
                 for name in SETS}
         rows.append({"run": run.name, "epochs": epochs, "scale": scale, "model": meta.get("model", "srcnn"), **psnr})
     return rows
@@ -51,15 +48,19 @@ def table(rows: list[dict]) -> str:
         cells = [f"{row[s]:.3f}" + (f" ({row[s] - before[s]:+.3f})" if before else "") for s in SETS]
         lines.append(f"| {row['run']} | {row['epochs']:.0f} | " + " | ".join(cells) + " |")
     if rows[-1]["model"] == "srcnn":
-        lines.append("| paper, 9-5-5 ImageNet | | " + " | ".join(f"{PAPER[s, rows[-1]['scale']][0]:.2f}" for s in SETS) + " |")
+        lines.append("| paper, 9-5-5 ImageNet | | " + " | ".join(f"{paper_psnr('srcnn', s, rows[-1]['scale']):.2f}" for s in SETS) + " |")
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
     parser.add_argument("models", type=Path, nargs="+", help="folders of archived runs, e.g. weights/training/srcnn_x4")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="holds Set5/ and Set14/")
-    args = parser.parse_args()
+    cli.add_data(parser)
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     for folder in args.models:
         print(f"\n{folder.name}\n\n{table(history(folder, args.data))}", flush=True)
 

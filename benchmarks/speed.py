@@ -1,8 +1,8 @@
 """Inference speed of SRCNN 9-5-5 and FSRCNN / FSRCNN-s on the same 720p output, fp32 eager PyTorch,
 in plain NCHW and in channels_last layout (test.py's default).
 
-    python benchmarks/speed.py --scale 3              # CPU, all cores torch uses by default
-    python benchmarks/speed.py --scale 3 --device cuda
+    python -m benchmarks.speed --scale 3              # CPU, all cores torch uses by default
+    python -m benchmarks.speed --scale 3 --device cuda
 
 SRCNN runs on the 1278x720 bicubic image, FSRCNN on the 426x240 LR image it comes from (x3). Each
 network runs `--repeats` times after a warm-up; the median time gives megapixels of output per second.
@@ -10,39 +10,23 @@ network runs `--repeats` times after a warm-up; the median time gives megapixels
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
-from typing import Callable
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from models import MEMORY_FORMATS, build_model, choose_device  # noqa: E402
+import cli
+from inference import choose_device, median_seconds
+from models import MEMORY_FORMATS, build_model
 
 
-def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of `run()` over `repeats` calls, waiting for the GPU where there is one.
-    Callers warm up first (allocator, kernel choice, compilation)."""
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
+    cli.add_scale(parser)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per network (the median counts)")
+    cli.add_device(parser, default="cpu")
+    return parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=int, default=3, choices=[2, 3, 4])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     device = choose_device(args.device)
     width, height = 1280 // args.scale * args.scale, 720 // args.scale * args.scale
     pixels = width * height

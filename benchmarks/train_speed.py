@@ -1,8 +1,8 @@
 """SRCNN 9-5-5 training throughput (patches/s) by padding and tensor layout, measured in one run:
 what train.py's `--padding` and `--memory-format` choices cost, on the paper's 33x33 patches.
 
-    python benchmarks/train_speed.py                     # CPU
-    python benchmarks/train_speed.py --device cuda       # adds fp16 autocast + GradScaler, as train.py runs on CUDA
+    python -m benchmarks.train_speed                     # CPU
+    python -m benchmarks.train_speed --device cuda       # adds fp16 autocast + GradScaler, as train.py runs on CUDA
 
 Each configuration runs `--steps` Adam steps of batch `--batch-size` on the same random patches after
 a warm-up; the median step time gives patches/s. "valid" computes only the 17x17 centre the loss sees
@@ -12,15 +12,11 @@ a warm-up; the median step time gives patches/s. "valid" computes only the 17x17
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from models import MEMORY_FORMATS, build_model, choose_device  # noqa: E402
-from speed import median_seconds  # noqa: E402
+import cli
+from inference import choose_device, median_seconds
+from models import MEMORY_FORMATS, build_model
 
 
 def patches_per_second(padding: str, layout: str, amp: bool, device: torch.device, batch: int, side: int,
@@ -44,13 +40,17 @@ def patches_per_second(padding: str, layout: str, amp: bool, device: torch.devic
     return batch / median_seconds(step, steps, device)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
+    cli.add_device(parser, default="cpu")
+    parser.add_argument("--batch-size", type=int, default=16, help="patches per step")
+    parser.add_argument("--patch-size", type=int, default=33, help="side of the square patches")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration (the median counts)")
+    return parser
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--patch-size", type=int, default=33)
-    parser.add_argument("--steps", type=int, default=30)
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     device = choose_device(args.device)
     configs = [(padding, layout, False) for padding in ("same", "valid") for layout in ("contiguous", "channels_last")]
     if device.type == "cuda":

@@ -40,6 +40,13 @@ def run(script: str, *args: object, cwd: Path | None = None, timeout: float = 30
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_module(module: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a benchmarks/ or weights/ script as its docstring says, `python -m package.name`, from the repo root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """A failed run that ends in one readable error line naming the problem, with no traceback."""
     assert result.returncode != 0, result.stdout

@@ -32,7 +32,7 @@ def test_end_to_end(images, tmp_path, arch, color):
         assert f.attrs["color"] == color
     run_dir = tmp_path / "run"
     trained = run("train.py", "--arch", arch, "--train-file", patches, "--eval-file", images, "--scale", 3,
-                  "--outputs-dir", run_dir, "--epochs", 1, "--batch-size", 4, "--lr", 1e-3, "--num-workers", 0)
+                  "--output-dir", run_dir, "--epochs", 1, "--batch-size", 4, "--lr", 1e-3, "--workers", 0)
     assert trained.returncode == 0, trained.stderr[-3000:]
     model, meta = load_model(run_dir / "best.pth")
     assert meta["color"] == color and model.takes_lr == fsrcnn
@@ -41,15 +41,16 @@ def test_end_to_end(images, tmp_path, arch, color):
     out = tmp_path / "out"
     tested = run("test.py", "--weights-file", run_dir / "best.pth", "--image-file", images, "--output-dir", out)
     assert tested.returncode == 0, tested.stderr
-    assert np.asarray(Image.open(out / "im0_srcnn_x3.png")).shape == (96, 120, 3)
-    assert np.asarray(Image.open(out / "gray_srcnn_x3.png")).shape == (96, 96)  # gray in, gray out
-    assert tested.stdout.count("SRCNN PSNR") == 4
+    network = ("fsrcnn" if fsrcnn else "srcnn") + ("" if color == "y" else f"_{color}")  # outputs are named after it
+    assert np.asarray(Image.open(out / f"im0_{network}_x3.png")).shape == (96, 120, 3)
+    assert np.asarray(Image.open(out / f"gray_{network}_x3.png")).shape == (96, 96)  # gray in, gray out
+    assert tested.stdout.count(f"| {network.upper().replace('_', ' ')} PSNR") == 4
     # validation during training and test.py agree on every model kind
     table = run("test.py", "--weights-file", run_dir / "best.pth", "--dataset", images, "--json", tmp_path / "t.json",
                 "--inference-path", "channels_last")  # train.py's arithmetic, for agreement to the last digit
     assert table.returncode == 0, table.stderr
     import json
-    assert json.loads((tmp_path / "t.json").read_text())["mean"]["srcnn_psnr"] == pytest.approx(meta["val_psnr"], abs=1e-9)
+    assert json.loads((tmp_path / "t.json").read_text())["mean"]["psnr"] == pytest.approx(meta["val_psnr"], abs=1e-9)
 
 
 def test_fsrcnn_needs_lr_size_patches(images, tmp_path):

@@ -1,15 +1,12 @@
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import REPO, need
+from conftest import REPO, need, run_module
 
 
 def test_color_table_measures_bicubic_like_the_published_protocol(data):
     set5 = need(data / "Set5" / "x3")
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "color_table.py"), "--dataset", str(set5),
-                          "--scale", "3"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = run_module("benchmarks.color_table", "--dataset", set5, "--scale", 3)
     assert out.returncode == 0, out.stderr
     rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:6]]
             for line in out.stdout.splitlines() if line.startswith("| ") and "method" not in line}
@@ -26,10 +23,8 @@ def test_curves_plot_draws_each_papers_target_only_where_there_is_one(tmp_path):
     from PIL import Image
 
     output = tmp_path / "curves.png"
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plot_curves.py"),
-                          str(REPO / "weights" / "training" / "fsrcnn_x3"),
-                          str(REPO / "weights" / "training" / "srcnn_x3_rgb"), "--output", str(output)],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = run_module("benchmarks.plot_curves", REPO / "weights" / "training" / "fsrcnn_x3",
+                     REPO / "weights" / "training" / "srcnn_x3_rgb", "--output", output)
     assert out.returncode == 0, out.stderr
     sheet = np.asarray(Image.open(output).convert("RGB")).astype(int)
     assert sheet.shape == (300, 840, 3)  # two 420x300 panels side by side

@@ -6,7 +6,7 @@ import torch
 from conftest import need, run
 from torch.utils.data import DataLoader
 
-from datasets import EvalDataset, PatchDataset, augment_pairs
+from datasets import PatchDataset, augment_pairs, eval_pairs
 
 
 def make_patches(path, count=8, size=12):
@@ -57,10 +57,9 @@ def test_augmentation_transforms_lr_and_hr_alike_and_covers_all_eight():
 def test_eval_set_from_a_folder_equals_the_one_from_hdf5(data, tmp_path):
     folder = need(data / "Set5" / "x4")
     assert run("preprocess.py", "--images", folder, "--scale", 4, "--eval", "--output", tmp_path / "e.h5").returncode == 0
-    from_folder, from_h5 = EvalDataset(folder, 4), EvalDataset(tmp_path / "e.h5", 4)
-    assert len(from_folder) == len(from_h5) == 5
-    for (n1, *images1), (n2, *images2) in zip(from_folder, from_h5):
-        assert n1 == n2
-        assert all(torch.equal(a, b) for a, b in zip(images1, images2))
-        lr, bicubic, hr = images1
-        assert bicubic.shape == hr.shape and lr.shape[1] * 4 == hr.shape[1] and 0 <= bicubic.min() and bicubic.max() <= 1
+    from_folder, from_h5 = eval_pairs(folder, 4), eval_pairs(tmp_path / "e.h5", 4)
+    assert [name for name, *_ in from_folder] == [name for name, *_ in from_h5] == [f"img_00{i}_SRF_4" for i in range(1, 6)]
+    for (_, hr1, lr1), (_, hr2, lr2) in zip(from_folder, from_h5):
+        np.testing.assert_array_equal(hr1, hr2)
+        np.testing.assert_array_equal(lr1, lr2)
+        assert hr1.dtype == lr1.dtype == np.uint8 and hr1.shape[0] == 4 * lr1.shape[0]

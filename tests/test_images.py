@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from models import Upscaler, build_model
+from inference import Upscaler
+from models import build_model
 from utils import ImageError, load_image
 
 spec = importlib.util.spec_from_file_location("srcnn_test_script", REPO / "test.py")  # not Python's own `test`
@@ -99,7 +100,7 @@ def test_any_size_and_mode_gives_an_output_or_a_clear_error(tmp_path_factory, mo
     pixels = load_image(path)
     assert pixels.dtype == np.uint8 and pixels.shape[:2] == (height, width)
     assert pixels.ndim == 2 or pixels.shape[2] == 3
-    args = Namespace(scale=scale, lr=lr, blur_sigma=0.0, output_dir=folder / "out", color="y", tile=0)
+    args = Namespace(scale=scale, low_res=lr, blur_sigma=0.0, output_dir=folder / "out", color="y", tile=0)
     too_small = not lr and min(height, width) // scale * scale < 2 * scale
     if too_small:
         with pytest.raises(ImageError, match="in: .* too small"):

@@ -11,7 +11,8 @@ from conftest import REPO, run, textured_image
 from PIL import Image
 from skimage import data as skimage_data
 
-from models import Upscaler, build_model, default_inference_path, export_onnx, load_model
+from inference import Upscaler, default_inference_path, export_onnx
+from models import build_model, load_model
 from utils import degrade, y_channel
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -44,7 +45,7 @@ def test_default_path_per_device():
 def test_without_onnxruntime_the_default_is_channels_last(tmp_path):
     # A sitecustomize that hides onnxruntime, as on a machine where it did not install.
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['onnxruntime'] = None\n")
-    check = "import torch, models; print(models.default_inference_path(torch.device('cpu')))"
+    check = "import torch, inference; print(inference.default_inference_path(torch.device('cpu')))"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.stdout.strip() == "channels_last", result.stderr

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from models import ARCHS, FSRCNN, SRCNN, Upscaler, WeightsError, build_model, load_model
+from inference import Upscaler
+from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, load_model
 
 SRCNN_ARCHS = [arch for arch in ARCHS if not arch.startswith("fsrcnn")]
 

@@ -7,6 +7,7 @@ import torch
 from conftest import assert_clean_error, need, run, textured_image
 from PIL import Image
 
+import comparison
 from models import build_model
 from utils import degrade, load_image, modcrop, psnr, y_channel
 
@@ -19,7 +20,13 @@ def weights(tmp_path):
     return path
 
 
-def test_hr_image_gives_bicubic_srcnn_and_comparison(tmp_path, weights):
+def zoomed_crop(sheet, column, width, height, crop):
+    """The zoom panel of one comparison column, where comparison.py pastes it."""
+    left, top = column * (width + comparison.GAP), comparison.HEADER + height + comparison.GAP
+    return sheet[top:top + crop[0] * comparison.ZOOM, left:left + crop[1] * comparison.ZOOM]
+
+
+def test_hr_image_gives_bicubic_srcnn_and_a_labelled_comparison_with_a_zoomed_crop(tmp_path, weights):
     Image.fromarray(textured_image(100, 82)).save(tmp_path / "photo.png")
     out = tmp_path / "out"
     result = run("test.py", "--image-file", tmp_path / "photo.png", "--weights-file", weights, "--output-dir", out)
@@ -27,20 +34,41 @@ def test_hr_image_gives_bicubic_srcnn_and_comparison(tmp_path, weights):
     hr = modcrop(load_image(tmp_path / "photo.png"), 3)
     bicubic = load_image(out / "photo_bicubic_x3.png")
     np.testing.assert_array_equal(bicubic, degrade(hr, 3)[1])
-    assert load_image(out / "photo_srcnn_x3.png").shape == hr.shape == (99, 81, 3)
-    assert load_image(out / "photo_comparison_x3.png").shape == (99, 3 * 81 + 2 * 4, 3)
+    sr = load_image(out / "photo_srcnn_x3.png")
+    assert sr.shape == hr.shape == (99, 81, 3)
+    sheet = load_image(out / "photo_srcnn_x3_comparison.png")
+    header = comparison.HEADER
+    assert sheet.shape == (header + 2 * 99 + comparison.GAP, 3 * 81 + 2 * comparison.GAP, 3)
+    for column in range(3):  # each panel is labelled: dark text on the white header
+        assert (sheet[:header, column * (81 + 4):column * (81 + 4) + 81] < 100).any()
+    overview = sheet[header:header + 99, 85:85 + 81]
+    unmarked = ~(overview == comparison.MARK).all(axis=2)  # all but the red box around the zoomed region
+    np.testing.assert_array_equal(overview[unmarked], sr[unmarked])
+    assert 50 < (~unmarked).sum() < 200
+    crop = (99 // comparison.ZOOM, 81 // comparison.ZOOM)
+    y, x = comparison.detail_box(hr, *crop)  # the most detailed region of the original, enlarged from each image
+    for column, image in enumerate((bicubic, sr, hr)):
+        enlarged = image[y:y + crop[0], x:x + crop[1]].repeat(comparison.ZOOM, 0).repeat(comparison.ZOOM, 1)
+        np.testing.assert_array_equal(zoomed_crop(sheet, column, 81, 99, crop), enlarged)
     expected = psnr(y_channel(hr), y_channel(bicubic), 3)
     assert f"bicubic PSNR {expected:.2f} dB" in result.stdout
 
 
+def test_detail_box_finds_the_textured_region():
+    flat = np.full((60, 80), 128, np.uint8)
+    flat[30:45, 50:70] = textured_image(15, 20, channels=1)
+    y, x = comparison.detail_box(flat, 15, 20)
+    assert abs(y - 30) <= 1 and abs(x - 50) <= 1  # the edge of the patch has gradients too
+
+
 def test_lr_input_is_only_upscaled(tmp_path, weights):
     Image.fromarray(textured_image(30, 40, channels=1)).save(tmp_path / "small.png")
-    result = run("test.py", "--image-file", tmp_path / "small.png", "--lr", "--scale", 2, "--weights-file", weights,
+    result = run("test.py", "--image-file", tmp_path / "small.png", "--low-res", "--scale", 2, "--weights-file", weights,
                  "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "PSNR" not in result.stdout and "trained for x3" in result.stderr
     assert load_image(tmp_path / "small_srcnn_x2.png").shape == (60, 80)  # grayscale stays grayscale
-    assert load_image(tmp_path / "small_comparison_x2.png").shape == (60, 2 * 80 + 4, 3)
+    assert load_image(tmp_path / "small_srcnn_x2_comparison.png").shape == (comparison.HEADER + 2 * 60 + 4, 2 * 80 + 4, 3)
 
 
 def test_folder_of_images(tmp_path, weights):
@@ -70,7 +98,7 @@ def test_default_run_uses_shipped_weights_on_coffee(tmp_path):
     line = result.stdout.strip().splitlines()[-1]
     bicubic, srcnn = (float(line.split(f"{k} PSNR ")[1].split()[0]) for k in ("bicubic", "SRCNN"))
     assert srcnn > bicubic + 0.5  # the shipped weights really restore detail
-    assert (tmp_path / "coffee_comparison_x3.png").exists()
+    assert (tmp_path / "coffee_srcnn_x3_comparison.png").exists()
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, weights):

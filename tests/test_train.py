@@ -36,8 +36,8 @@ def test_smoke_training_beats_bicubic_on_set5(data, t91_patches, tmp_path):
     set5 = need(data / "Set5" / "x3")
     bicubic = json.loads((data / "reference_psnr.json").read_text())["Set5_x3"]["Bicubic"]["psnr_mean"]
     start = time.time()
-    result = run("train.py", "--train-file", t91_patches, "--eval-file", set5, "--scale", 3, "--outputs-dir", tmp_path,
-                 "--lr", 1e-3, "--max-steps", 500, "--epochs", 1, "--num-workers", 1)
+    result = run("train.py", "--train-file", t91_patches, "--eval-file", set5, "--scale", 3, "--output-dir", tmp_path,
+                 "--lr", 1e-3, "--max-steps", 500, "--epochs", 1, "--workers", 1)
     assert result.returncode == 0, result.stderr[-2000:]
     assert time.time() - start < 120
     model, meta = load_model(tmp_path / "best.pth")
@@ -48,7 +48,7 @@ def test_smoke_training_beats_bicubic_on_set5(data, t91_patches, tmp_path):
                 "--json", tmp_path / "t.json", "--inference-path", "channels_last")
     assert table.returncode == 0, table.stderr
     measured = json.loads((tmp_path / "t.json").read_text())["mean"]
-    assert measured["srcnn_psnr"] == pytest.approx(meta["val_psnr"], abs=1e-9)
+    assert measured["psnr"] == pytest.approx(meta["val_psnr"], abs=1e-9)
     assert measured["bicubic_psnr"] == pytest.approx(bicubic, abs=0.01)
 
 
@@ -58,15 +58,15 @@ def test_cuda_training_beats_bicubic_and_test_py_agrees_on_cuda(data, t91_patche
     path (fp16) measuring the result as train.py's fp32 validation does, to 0.01 dB."""
     set5 = need(data / "Set5" / "x3")
     bicubic = json.loads((data / "reference_psnr.json").read_text())["Set5_x3"]["Bicubic"]["psnr_mean"]
-    result = run("train.py", "--train-file", t91_patches, "--eval-file", set5, "--scale", 3, "--outputs-dir", tmp_path,
-                 "--lr", 1e-3, "--max-steps", 500, "--epochs", 1, "--num-workers", 0, "--in-memory", "--device", "cuda")
+    result = run("train.py", "--train-file", t91_patches, "--eval-file", set5, "--scale", 3, "--output-dir", tmp_path,
+                 "--lr", 1e-3, "--max-steps", 500, "--epochs", 1, "--workers", 0, "--in-memory", "--device", "cuda")
     assert result.returncode == 0, result.stderr[-2000:]
     model, meta = load_model(tmp_path / "best.pth")
     assert meta["val_psnr"] > bicubic + 0.3, (meta["val_psnr"], bicubic)
     table = run("test.py", "--weights-file", tmp_path / "best.pth", "--dataset", set5, "--scale", 3,
                 "--json", tmp_path / "t.json", "--device", "cuda")
     assert table.returncode == 0, table.stderr
-    assert json.loads((tmp_path / "t.json").read_text())["mean"]["srcnn_psnr"] == pytest.approx(meta["val_psnr"], abs=0.01)
+    assert json.loads((tmp_path / "t.json").read_text())["mean"]["psnr"] == pytest.approx(meta["val_psnr"], abs=0.01)
 
 
 def tiny_patches(path, count=96, size=21, seed=0):
@@ -91,12 +91,12 @@ def tiny_eval(tmp_path):
 
 def test_resume_continues_exactly(tmp_path, tiny_eval):
     train = tiny_patches(tmp_path / "tiny.h5")
-    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 2, "--augment",
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 2, "--augment",
               "--lr", 1e-3, "--lr-schedule", "cosine"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert run("train.py", *common, "--epochs", 4, "--outputs-dir", straight).returncode == 0
-    assert run("train.py", *common, "--epochs", 4, "--max-steps", 2 * 12, "--outputs-dir", split).returncode == 0
-    resumed = run("train.py", *common, "--epochs", 4, "--outputs-dir", split, "--resume")
+    assert run("train.py", *common, "--epochs", 4, "--output-dir", straight).returncode == 0
+    assert run("train.py", *common, "--epochs", 4, "--max-steps", 2 * 12, "--output-dir", split).returncode == 0
+    resumed = run("train.py", *common, "--epochs", 4, "--output-dir", split, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and "epoch 2" in resumed.stdout
     a = torch.load(straight / "last.pth", weights_only=True)
@@ -109,10 +109,10 @@ def test_resume_continues_exactly(tmp_path, tiny_eval):
 
 def test_in_memory_training_equals_streaming_and_eval_every_skips_validations(tmp_path, tiny_eval):
     train = tiny_patches(tmp_path / "tiny.h5")
-    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 0, "--augment",
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0, "--augment",
               "--lr", 1e-3, "--epochs", 4]
-    streamed = run("train.py", *common, "--outputs-dir", tmp_path / "streamed")
-    in_memory = run("train.py", *common, "--outputs-dir", tmp_path / "in_memory", "--in-memory", "--eval-every", 3)
+    streamed = run("train.py", *common, "--output-dir", tmp_path / "streamed")
+    in_memory = run("train.py", *common, "--output-dir", tmp_path / "in_memory", "--in-memory", "--eval-every", 3)
     assert streamed.returncode == 0 and in_memory.returncode == 0, streamed.stderr + in_memory.stderr
     a = torch.load(tmp_path / "streamed" / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "in_memory" / "last.pth", weights_only=True)
@@ -135,7 +135,7 @@ def test_tensorboard_shows_the_run(tmp_path, tiny_eval):
     train = tiny_patches(tmp_path / "tiny.h5", size=33)
     run_dir = tmp_path / "run"
     result = run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--epochs", 2,
-                 "--log-every", 2, "--outputs-dir", run_dir, "--num-workers", 0)
+                 "--log-every", 2, "--output-dir", run_dir, "--workers", 0)
     assert result.returncode == 0, result.stderr
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir), "--port", str(port),
@@ -178,7 +178,7 @@ def test_bad_training_inputs_are_one_line_errors(tmp_path, tiny_eval):
                        "made for scale 3")
     assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tmp_path / "nothing"), "nothing")
     assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--scale", 7), "invalid choice: 7")
-    assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--outputs-dir",
+    assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--output-dir",
                            tmp_path / "fresh", "--resume"), "no", "last.pth")
 
 
@@ -189,11 +189,11 @@ def test_interrupt_then_resume_gives_bit_identical_weights(tmp_path, tiny_eval):
     import threading
     from conftest import REPO
     train = tiny_patches(tmp_path / "tiny.h5", count=400)
-    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 2, "--augment",
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 2, "--augment",
               "--lr", 1e-3, "--epochs", 3, "--max-steps", 100]  # 50 steps an epoch
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert run("train.py", *common, "--outputs-dir", straight).returncode == 0
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, common), "--outputs-dir", str(split)],
+    assert run("train.py", *common, "--output-dir", straight).returncode == 0
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, common), "--output-dir", str(split)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     seen = []
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
@@ -207,7 +207,7 @@ def test_interrupt_then_resume_gives_bit_identical_weights(tmp_path, tiny_eval):
     assert "interrupted by SIGINT" in "".join(seen)
     state = torch.load(split / "last.pth", weights_only=True)
     assert 20 <= state["step"] < 100 and state["batches_done"] == state["step"] % 50 != 0
-    resumed = run("train.py", *common, "--outputs-dir", split, "--resume")
+    resumed = run("train.py", *common, "--output-dir", split, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = (torch.load(d / "last.pth", weights_only=True) for d in (straight, split))
     assert a["step"] == b["step"] == 100
@@ -217,8 +217,8 @@ def test_interrupt_then_resume_gives_bit_identical_weights(tmp_path, tiny_eval):
 
 def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_eval):
     train = tiny_patches(tmp_path / "tiny.h5")
-    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 0,
-              "--outputs-dir", tmp_path / "run"]
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0,
+              "--output-dir", tmp_path / "run"]
     assert run("train.py", *common, "--epochs", 2).returncode == 0
     last = tmp_path / "run" / "last.pth"
     last.write_bytes(last.read_bytes()[:1000])  # a write cut short
@@ -231,8 +231,8 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_e
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_eval):
     train = tiny_patches(tmp_path / "tiny.h5")
-    result = run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 0,
-                 "--outputs-dir", tmp_path / "run", "--lr", 1e8, "--last-lr-ratio", 1, "--epochs", 50)
+    result = run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0,
+                 "--output-dir", tmp_path / "run", "--lr", 1e8, "--last-lr-ratio", 1, "--epochs", 50)
     assert_clean_error(result, "at step", "last good checkpoint")
 
 
@@ -246,21 +246,21 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_checkpoint(tmp_path,
     train = tiny_patches(tmp_path / "tiny.h5")
     with pytest.raises(SystemExit, match=r"cannot write .*\.pth: No space left on device"):
         train_script.main(["--train-file", str(train), "--eval-file", str(tiny_eval), "--batch-size", "8",
-                           "--num-workers", "0", "--outputs-dir", str(tmp_path / "run"), "--epochs", "1"])
+                           "--workers", "0", "--output-dir", str(tmp_path / "run"), "--epochs", "1"])
     assert not list((tmp_path / "run").glob("*.pth*"))
 
 
 def test_two_gloo_ranks_with_half_batches_match_one_process(tmp_path, tiny_eval):
     """torchrun --nproc_per_node=2 on the CPU: DDP over gloo, each rank half of the global batch."""
     train = tiny_patches(tmp_path / "tiny.h5", count=160)
-    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--num-workers", 0, "--augment",
+    common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0, "--augment",
               "--lr", 1e-3, "--epochs", 2, "--max-steps", 30]  # 20 global steps an epoch: ends mid-epoch 2
-    single = run("train.py", *common, "--outputs-dir", tmp_path / "one")
+    single = run("train.py", *common, "--output-dir", tmp_path / "one")
     assert single.returncode == 0, single.stderr
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     from conftest import REPO
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(REPO / "train.py"), *map(str, common), "--outputs-dir", str(tmp_path / "two")],
+                          str(REPO / "train.py"), *map(str, common), "--output-dir", str(tmp_path / "two")],
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a, b = (torch.load(tmp_path / d / "last.pth", weights_only=True) for d in ("one", "two"))

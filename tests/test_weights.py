@@ -7,11 +7,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_clean_error, run, textured_image
+from conftest import assert_clean_error, run, run_module, textured_image
 from PIL import Image
 from torch import nn
 
-from models import WeightsError, build_model, download_weights, load_model
+from hub import download_weights
+from models import WeightsError, build_model, load_model
 
 
 @pytest.fixture
@@ -118,10 +119,8 @@ def test_foreign_state_dicts_load_and_compute_the_same(tmp_path, padded):
 
 def test_train_all_recipes_name_the_files_preprocess_writes(tmp_path):
     """weights/train_all.py finds each recipe's patch file by preprocess.py's default name."""
-    import sys
     from conftest import REPO
-    sys.path.insert(0, str(REPO / "weights"))
-    from train_all import RECIPES, patch_file
+    from weights.train_all import RECIPES, patch_file
     images = tmp_path / "T91"  # preprocess.py names its output after the folder
     images.mkdir()
     Image.fromarray(textured_image(66, 66)).save(images / "a.png")
@@ -151,7 +150,7 @@ def test_archive_run_keeps_scalars_and_best_but_drops_images(tmp_path):
     torch.save({"weights": torch.ones(2)}, run_dir / "best.pth")
     torch.save({"weights": torch.ones(2)}, run_dir / "last.pth")
 
-    result = run("weights/archive_run.py", run_dir, dest)
+    result = run_module("weights.archive_run", run_dir, dest)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in dest.iterdir() if not p.name.startswith("events")) == ["best.pth"]
     source, kept = (EventAccumulator(str(d), size_guidance={"images": 0}) for d in (run_dir, dest))
@@ -159,4 +158,4 @@ def test_archive_run_keeps_scalars_and_best_but_drops_images(tmp_path):
     assert len(source.Images("val/sample")) == 3 and kept.Tags()["images"] == []
     assert [(e.step, e.value) for e in kept.Scalars("val/psnr")] == [(0, 30.0), (1, 31.0), (2, 32.0)]
 
-    assert_clean_error(run("weights/archive_run.py", tmp_path / "training", dest), "no best.pth")
+    assert_clean_error(run_module("weights.archive_run", tmp_path / "training", dest), "no best.pth")

@@ -1,6 +1,6 @@
 """Keep a finished train.py run in the training history: best.pth plus its TensorBoard scalars.
 
-    python weights/archive_run.py runs/srcnn_x3_valid weights/training/srcnn_x3/cpu_valid
+    python -m weights.archive_run runs/srcnn_x3_valid weights/training/srcnn_x3/cpu_valid
 
 Image summaries (sample images, filters) are dropped from the event files: they are most of their size
 and the history only needs the curves. last.pth is not kept: the run's schedule has ended, or a later
@@ -15,6 +15,8 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
 from tensorboardX.record_writer import RecordWriter
+
+import cli
 
 
 def strip_images(source: Path, dest: Path) -> None:
@@ -34,11 +36,15 @@ def strip_images(source: Path, dest: Path) -> None:
     partial.replace(dest)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="train.py --outputs-dir")
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
+    parser.add_argument("run", type=Path, help="a train.py --output-dir")
     parser.add_argument("dest", type=Path, help="weights/training/<model>/<run name>")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     best = args.run / "best.pth"
     events = sorted(args.run.glob("events.out.tfevents.*"))

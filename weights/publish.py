@@ -1,59 +1,60 @@
 """Turn a training checkpoint into shipped weights: the model state plus metadata with its protocol
-PSNR/SSIM on the benchmark sets, then refresh the sha256 table of weights/README.md.
+PSNR/SSIM on the benchmark sets, its entry in weights/manifest.json (with the file's sha256), and the
+model card's table regenerated from the manifest.
 
-    python weights/publish.py runs/srcnn_x3/best.pth --scale 3 --data ../shared/data
+    python -m weights.publish runs/srcnn_x3/best.pth --scale 3 --data data
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import re
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the repo's test.py, ahead of Python's own `test` package
+import cli
+from evaluate import evaluate_dataset
+from hub import WEIGHTS_DIR, file_sha256, read_manifest, write_card, write_manifest
+from inference import Upscaler
+from models import load_model, network_name
 
-from models import Upscaler, load_model  # noqa: E402
-from test import evaluate_dataset  # noqa: E402
+PROTOCOL = "Y (MATLAB rgb2ycbcr), shave = scale, range 255"
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
+    parser.add_argument("checkpoint", type=Path, help="best.pth or last.pth of a train.py run")
+    parser.add_argument("--scale", type=int, required=True, choices=[2, 3, 4], help="upscaling factor")
+    cli.add_data(parser)
+    parser.add_argument("--training-data", default="T91 (91 images), paper preset: 33x33 patches, stride 14",
+                        help="what the weights were trained on (stored in meta and the manifest)")
+    parser.add_argument("--history", help="how the weights were trained when it took several runs (stored in meta)")
+    return parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="best.pth or last.pth of a train.py run")
-    parser.add_argument("--scale", type=int, required=True, choices=[2, 3, 4])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="folder with Set5/ and Set14/")
-    parser.add_argument("--training-data", default="T91 (91 images), paper preset: 33x33 patches, stride 14")
-    parser.add_argument("--history", help="how the weights were trained when it took several runs (stored in meta)")
-    args = parser.parse_args()
+    args = build_parser().parse_args()
 
     model, meta = load_model(args.checkpoint, scale=args.scale)
     color = meta.get("color", "y")
     scores = {}
     for name in ("Set5", "Set14"):
-        result = evaluate_dataset(Upscaler(model, "eager"), args.data / name / f"x{args.scale}", args.scale, color)
-        scores[name] = {"psnr": round(result["mean"]["srcnn_psnr"], 4), "ssim": round(result["mean"]["srcnn_ssim"], 4)}
-    kind = model.config()["model"] + ("" if color == "y" else f"_{color}")  # srcnn, fsrcnn, srcnn_rgb, ...
-    out = ROOT / "weights" / f"{kind}_x{args.scale}.pth"
+        mean = evaluate_dataset(Upscaler(model, "eager"), args.data / name / f"x{args.scale}", args.scale, color)["mean"]
+        scores[name] = {"psnr": round(mean["psnr"], 4), "ssim": round(mean["ssim"], 4)}
+    out = WEIGHTS_DIR / f"{network_name(model, color)}_x{args.scale}.pth"
     info = {**model.config(), "arch": meta.get("arch", "9-5-5"), "color": color,
             "scale": args.scale, "training_data": args.training_data, "epochs": meta.get("epoch"),
-            "steps": meta.get("step"), "protocol": "Y (MATLAB rgb2ycbcr), shave = scale, range 255", "benchmarks": scores,
+            "steps": meta.get("step"), "protocol": PROTOCOL, "benchmarks": scores,
             **({"history": args.history} if args.history else {})}
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"model": model.state_dict(), "meta": info}, tmp)
     tmp.replace(out)
-    card = ROOT / "weights" / "README.md"
-    text = card.read_text()
-    row = f"| `{out.name}` | {args.scale} | {scores['Set5']['psnr']:.2f} | {scores['Set14']['psnr']:.2f} | `{sha256(out)}` |"
-    pattern = re.compile(rf"^\| `{re.escape(out.name)}` \|.*$", re.M)
-    card.write_text(pattern.sub(row, text) if pattern.search(text) else text.rstrip("\n") + "\n" + row + "\n")
-    print(f"wrote {out}: Set5 {scores['Set5']['psnr']:.2f} dB, Set14 {scores['Set14']['psnr']:.2f} dB\n{row}")
+    manifest = read_manifest()
+    keys = ("model", "arch", "scale", "color", "padding", "channels", "benchmarks", "training_data", "history", "epochs", "steps")
+    manifest[out.name] = {**{k: info[k] for k in keys if info.get(k) is not None}, "sha256": file_sha256(out)}
+    write_manifest(manifest)
+    write_card(WEIGHTS_DIR / "README.md", manifest)
+    print(f"wrote {out}: Set5 {scores['Set5']['psnr']:.2f} dB, Set14 {scores['Set14']['psnr']:.2f} dB; "
+          f"weights/manifest.json and the model card updated")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """Train several of the shipped models side by side on one machine (a GPU, ideally) within a wall-clock
 budget, each with a cosine schedule that ends inside it.
 
-    python weights/train_all.py --data ../shared/data --budget 1800 srcnn_x2 srcnn_x3 srcnn_x4 fsrcnn_x3
+    python -m weights.train_all --data data --budget 1800 srcnn_x2 srcnn_x3 srcnn_x4 fsrcnn_x3
 
 Each recipe makes its T91 patch file with preprocess.py where it is missing, then runs train.py. All
 runs share the machine at once, so the speed each will get is measured, not guessed: every recipe
 first trains 3 calibration epochs with the others running alongside (epochs 1-2 time the training,
 epoch 3 adds a validation). Its real run then gets as many --epochs as fit before the deadline, so
 the learning rate reaches zero in time. A run still going at the deadline gets SIGINT and leaves a
-resumable checkpoint. Each run's folder is <outputs-root>/<recipe>, its output <recipe>.log, and
+resumable checkpoint. Each run's folder is <output-dir>/<recipe>, its output <recipe>.log, and
 summary.json lists the planned epochs and best validation PSNRs.
 """
 from __future__ import annotations
@@ -26,13 +26,14 @@ from pathlib import Path
 
 import torch
 
+import cli
+from models import load_model
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from models import load_model  # noqa: E402
 
 # What every run shares: Adam with a cosine schedule, flips/rotations, batches of 64 from memory (a GPU
 # step is faster than a per-patch disk read), a validation every 5 epochs.
-COMMON = ["--lr-schedule", "cosine", "--augment", "--batch-size", "64", "--in-memory", "--num-workers", "0",
+COMMON = ["--lr-schedule", "cosine", "--augment", "--batch-size", "64", "--in-memory", "--workers", "0",
           "--eval-every", "5", "--image-every", "50", "--log-every", "500"]
 
 
@@ -102,21 +103,25 @@ class Run:
         return self.process.wait()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.parser(__doc__)
     parser.add_argument("recipes", nargs="+", choices=sorted(RECIPES), metavar="RECIPE",
                         help=f"any of: {', '.join(sorted(RECIPES))}")
     parser.add_argument("--budget", type=float, required=True, help="seconds from start to the deadline")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="holds T91/ and Set5/")
+    cli.add_data(parser)
     parser.add_argument("--patches-dir", type=Path, default=ROOT / "output", help="where the patch files are (made)")
-    parser.add_argument("--outputs-root", type=Path, default=ROOT / "runs" / "train_all")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    args = parser.parse_args()
+    cli.add_output_dir(parser, ROOT / "runs" / "train_all", "one run folder per recipe, their logs and summary.json")
+    cli.add_device(parser)
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     deadline = time.monotonic() + args.budget
     for folder in (args.data / "T91", args.data / "Set5"):
         if not folder.is_dir():
             raise SystemExit(f"error: {folder} not found (--data must hold T91/ and Set5/)")
-    args.outputs_root.mkdir(parents=True, exist_ok=True)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // len(args.recipes))
 
     for name in args.recipes:
@@ -127,19 +132,19 @@ def main() -> None:
                                                     str(patches)], cwd=ROOT).returncode != 0:
             raise SystemExit(f"error: preprocess.py could not make {patches} for {name} (its message is above)")
 
-    def launch(name: str, outputs_dir: Path, *extra: str) -> Run:
+    def launch(name: str, run_dir: Path, *extra: str) -> Run:
         preprocess_args, train_args = RECIPES[name]
         scale = train_args[train_args.index("--scale") + 1]
         return Run(name, ["--train-file", str(patch_file(preprocess_args, args.patches_dir)), "--eval-file",
-                          str(args.data / "Set5" / f"x{scale}"), "--outputs-dir", str(outputs_dir), "--device",
-                          args.device, *COMMON, *train_args, *extra], args.outputs_root / f"{name}.log", threads)
+                          str(args.data / "Set5" / f"x{scale}"), "--output-dir", str(run_dir), "--device",
+                          args.device, *COMMON, *train_args, *extra], args.output_dir / f"{name}.log", threads)
 
-    calibration = [launch(name, args.outputs_root / "calibration" / name, "--epochs", "3", "--eval-every", "3")
+    calibration = [launch(name, args.output_dir / "calibration" / name, "--epochs", "3", "--eval-every", "3")
                    for name in args.recipes]
     plans = {}
     for run in calibration:
         if run.wait(deadline) != 0 or len(run.epoch_times) < 3:
-            raise SystemExit(f"error: calibration of {run.name} failed; see {args.outputs_root / run.name}.log")
+            raise SystemExit(f"error: calibration of {run.name} failed; see {args.output_dir / run.name}.log")
         t = run.epoch_times
         train_s = t[2] - t[1]
         plans[run.name] = {"train_s": train_s, "validation_s": max(0.0, t[3] - t[2] - train_s),
@@ -151,14 +156,14 @@ def main() -> None:
         plan["epochs"] = max(1, int(0.85 * (deadline - time.monotonic() - plan["startup_s"]) / per_epoch))
         print(f"{name}: {plan['train_s']:.1f} s/epoch training, {plan['validation_s']:.1f} s/validation "
               f"-> {plan['epochs']} epochs", flush=True)
-        runs.append(launch(name, args.outputs_root / name, "--epochs", str(plan["epochs"])))
+        runs.append(launch(name, args.output_dir / name, "--epochs", str(plan["epochs"])))
     for run in runs:
         plan = plans[run.name]
         plan["exit_code"] = run.wait(deadline)
         plan["epochs_done"] = max(run.epoch_times, default=0)
-        best = args.outputs_root / run.name / "best.pth"
+        best = args.output_dir / run.name / "best.pth"
         plan["best_val_psnr"] = load_model(best)[1].get("val_psnr") if best.exists() else None
-    (args.outputs_root / "summary.json").write_text(json.dumps(
+    (args.output_dir / "summary.json").write_text(json.dumps(
         {"device": torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu",
          "budget_s": args.budget, "runs": plans}, indent=1))
     for name, plan in plans.items():

@@ -1,0 +1,49 @@
+"""The command-line vocabulary every script shares: one flag name per concept (--scale, --device,
+--workers, --output-dir, --weights-file, --data), and --help that shows every default."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+DATA = Path("data")  # where the README puts T91/, Set5/, Set14/ (a folder or a link in the clone)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and "(default: ...)" after every flag that has a value by default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        no_value = action.default in (None, False, argparse.SUPPRESS) or action.default == []
+        if "%(default)" in text or no_value or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+
+
+def add_scale(parser: argparse.ArgumentParser, several: bool = False, default: int = 3) -> None:
+    if several:
+        parser.add_argument("--scale", type=int, nargs="+", default=[2, 3, 4], choices=[2, 3, 4],
+                            help="upscaling factors")
+    else:
+        parser.add_argument("--scale", type=int, default=default, choices=[2, 3, 4], help="upscaling factor")
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    parser.add_argument("--device", default=default, choices=["auto", "cpu", "cuda"],
+                        help="where the network runs (auto: CUDA when PyTorch sees a GPU)")
+
+
+def add_workers(parser: argparse.ArgumentParser, what: str, default: int | None = None) -> None:
+    parser.add_argument("--workers", type=int, default=default or min(4, os.cpu_count() or 1), help=what)
+
+
+def add_output_dir(parser: argparse.ArgumentParser, default: Path | None, what: str) -> None:
+    parser.add_argument("--output-dir", type=Path, default=default, help=what)
+
+
+def add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding T91/, Set5/ and Set14/")

@@ -1,0 +1,106 @@
+"""The one way this repo scores a network: upscale an image, a folder or a benchmark set and measure
+PSNR/SSIM against the HR image on the SR protocol. train.py's validation, test.py, weights/publish.py
+and every benchmark call it, so their numbers cannot drift apart.
+
+The protocol (utils.py implements each step): MATLAB-bicubic LR, Y of MATLAB's rgb2ycbcr rounded to
+8 bits (raw intensity for grayscale), the network's output rounded to 8 bits, `scale` pixels shaved,
+range 255. PSNR is always against the ground-truth HR image, never the network's own input.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import losses
+from inference import Upscaler
+from utils import (benchmark_pairs, from_color, protocol_y, psnr, rgb2ycbcr, ssim, to_color, to_uint8, upscale_bicubic,
+                   y_channel, ycbcr2rgb)
+
+PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.json"
+METRICS = ("bicubic_psnr", "bicubic_ssim", "psnr", "ssim")  # every row has these; "ms_ssim" when asked for
+
+
+@cache
+def paper_results() -> dict:
+    """The SRCNN and FSRCNN papers' Set5/Set14 numbers: {model: {set: {scale: {"psnr", "ssim"?}}}}."""
+    return json.loads(PAPER_RESULTS.read_text())
+
+
+def paper_psnr(model: str, dataset: str, scale: int) -> float | None:
+    """A paper's PSNR for `model` ("srcnn" or "fsrcnn") on a benchmark set at a scale, if it reports one."""
+    return paper_results().get(model, {}).get(dataset, {}).get(str(scale), {}).get("psnr")
+
+
+@torch.no_grad()
+def upscale(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray, color: str,
+            tile: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Run the network on a uint8 image; returns (uint8 output image, the Y it is measured on).
+
+    SRCNN reads the bicubic image, FSRCNN the LR one. A Y network restores Y and keeps Cb/Cr from
+    bicubic; its own 8-bit Y is what gets measured (re-deriving Y from the RGB file can move a pixel by
+    one level). A YCbCr or RGB network writes all three channels. `tile` > 0 bounds memory by running
+    tile x tile pieces (the same result).
+    """
+    source = lr if upscaler.model.takes_lr else bicubic
+    x = torch.from_numpy((to_color(source, color) / 255).astype(np.float32)).permute(2, 0, 1)[None]
+    out = upscaler(x, tile)
+    out = out.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255
+    gray = bicubic.ndim == 2
+    sr_y = protocol_y(out, color, gray)
+    if color != "y":
+        return from_color(out, color, gray), sr_y
+    if gray:
+        return to_uint8(sr_y), sr_y
+    ycbcr = rgb2ycbcr(bicubic)
+    ycbcr[..., 0] = sr_y
+    return to_uint8(ycbcr2rgb(ycbcr)), sr_y
+
+
+def scores(hr: np.ndarray, y: np.ndarray, scale: int) -> tuple[float, float]:
+    """(PSNR, SSIM) of a Y image against the HR image on the SR protocol."""
+    hr_y = y_channel(hr)
+    return psnr(hr_y, y, scale), ssim(hr_y, y, scale)
+
+
+def ms_ssim(hr: np.ndarray, y: np.ndarray, scale: int) -> float | None:
+    """MS-SSIM (pytorch-msssim, as the training loss) of a Y image, shaved; None under 33 pixels a side."""
+    crop = lambda image: torch.from_numpy(image[scale:-scale, scale:-scale] / 255).float()[None, None]
+    hr_y = y_channel(hr)
+    return float(losses.ms_ssim(crop(y), crop(hr_y))) if min(hr_y.shape) - 2 * scale >= 33 else None
+
+
+def score_pair(upscaler: Upscaler, hr: np.ndarray, lr: np.ndarray, scale: int, color: str = "y",
+               with_ms_ssim: bool = False) -> dict[str, float]:
+    """Bicubic's and the network's PSNR/SSIM on one HR image and its LR image (and MS-SSIM if asked)."""
+    bicubic = upscale_bicubic(lr, scale)
+    sr_y = upscale(upscaler, lr, bicubic, color)[1]
+    (bicubic_psnr, bicubic_ssim), (sr_psnr, sr_ssim) = scores(hr, y_channel(bicubic), scale), scores(hr, sr_y, scale)
+    row = {"bicubic_psnr": bicubic_psnr, "bicubic_ssim": bicubic_ssim, "psnr": sr_psnr, "ssim": sr_ssim}
+    score = ms_ssim(hr, sr_y, scale) if with_ms_ssim else None
+    return row if score is None else {**row, "ms_ssim": score}
+
+
+def evaluate_pairs(upscaler: Upscaler, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], scale: int,
+                   color: str = "y", with_ms_ssim: bool = False, progress: str | None = None) -> dict:
+    """Per-image rows and their means for (name, hr, lr) pairs; `progress` names a tqdm bar if given."""
+    pairs = tqdm(pairs, desc=progress, unit="img", file=sys.stderr) if progress else pairs
+    rows = [{"image": name, **score_pair(upscaler, hr, lr, scale, color, with_ms_ssim)} for name, hr, lr in pairs]
+    if not rows:
+        raise ValueError("no images to evaluate")
+    keys = list(dict.fromkeys(key for row in rows for key in row if key != "image"))
+    mean = {key: float(np.mean([r[key] for r in rows if key in r])) for key in keys}
+    return {"scale": scale, "images": rows, "mean": mean}
+
+
+def evaluate_dataset(upscaler: Upscaler, folder: Path, scale: int, color: str = "y", blur_sigma: float = 0.0) -> dict:
+    """evaluate_pairs on a benchmark folder (*_HR/*_LR pairs) or a folder of HR images (degraded with
+    `blur_sigma` and MATLAB bicubic, as preprocess.py does)."""
+    pairs = list(benchmark_pairs(folder, scale, blur_sigma))
+    return {"dataset": str(folder), **evaluate_pairs(upscaler, pairs, scale, color, progress=f"{folder} x{scale}")}

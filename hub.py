@@ -1,0 +1,102 @@
+"""The shipped weights as a hub: their manifest (checksums and metadata, weights/manifest.json), the model
+card generated from it, and downloads verified against a checksum into a local cache."""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tqdm import tqdm
+
+from models import WeightsError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+CARD_TABLE = "<!-- table: generated from manifest.json by weights/publish.py -->"
+
+
+def cache_folder() -> Path:
+    """Where downloaded weights and exported ONNX graphs are kept: $SRCNN_CACHE, or ~/.cache/srcnn."""
+    return Path(os.environ.get("SRCNN_CACHE", Path.home() / ".cache" / "srcnn"))
+
+
+def read_manifest(path: Path = MANIFEST) -> dict:
+    """{file name: metadata} of the shipped weights: model, scale, colour, benchmarks, sha256, history."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_manifest(manifest: dict, path: Path = MANIFEST) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def card_table(manifest: dict) -> str:
+    """The model card's table of shipped files, PSNRs and checksums, as Markdown."""
+    rows = ["| file | scale | Set5 PSNR (dB) | Set14 PSNR (dB) | sha256 |", "|---|---|---|---|---|"]
+    for name, entry in manifest.items():
+        psnr = {s: entry["benchmarks"][s]["psnr"] for s in ("Set5", "Set14")}
+        rows.append(f"| `{name}` | {entry['scale']} | {psnr['Set5']:.2f} | {psnr['Set14']:.2f} | `{entry['sha256']}` |")
+    return "\n".join(rows)
+
+
+def write_card(card: Path, manifest: dict) -> None:
+    """Replace everything after the card's table marker with the table of `manifest`."""
+    text = card.read_text()
+    if CARD_TABLE not in text:
+        raise ValueError(f"{card}: no {CARD_TABLE} line to put the table under")
+    card.write_text(text[: text.index(CARD_TABLE) + len(CARD_TABLE)] + "\n\n" + card_table(manifest) + "\n")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_weights(url: str, sha256: str | None = None, cache_dir: Path | None = None,
+                     allow_http: bool = False) -> Path:
+    """Fetch weights from a URL once into a cache folder, verified against a sha256.
+
+    The checksum comes from `sha256` or, failing that, the manifest's entry for the file name (weights/manifest.json); a
+    download without a known checksum, over plain http (unless allowed), with a wrong checksum or cut
+    short is refused, and nothing unverified is left in the cache.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme not in ("https", "http") or (parsed.scheme == "http" and not allow_http):
+        raise WeightsError(f"{url}: only https URLs are fetched (plain http needs --allow-http)")
+    name = Path(parsed.path).name or "weights.pth"
+    expected = (sha256 or read_manifest().get(name, {}).get("sha256") or "").lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise WeightsError(f"{url}: no sha256 to check the download against; pass --sha256")
+    cache_dir = cache_dir or cache_folder()
+    target = cache_dir / f"{expected[:12]}-{name}"
+    if target.exists() and file_sha256(target) == expected:
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            size = int(response.headers.get("Content-Length") or 0)
+            with tqdm(total=size or None, unit="B", unit_scale=True, desc=f"download {name}") as progress:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    progress.update(len(block))
+        if size and partial.stat().st_size != size:
+            raise WeightsError(f"{url}: download cut short ({partial.stat().st_size} of {size} bytes)")
+        actual = file_sha256(partial)
+        if actual != expected:
+            raise WeightsError(f"{url}: sha256 mismatch (expected {expected}, got {actual}); not used")
+        partial.replace(target)
+        return target
+    except (OSError, http.client.HTTPException) as err:
+        raise WeightsError(f"{url}: download failed ({err!r})") from None
+    finally:
+        partial.unlink(missing_ok=True)

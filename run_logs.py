@@ -1,0 +1,35 @@
+"""Reading train.py run folders back: TensorBoard scalars, the order of a model's archived runs, and
+epochs from steps (batch sizes differ between runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+
+def read_scalar(run: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) pairs, one per step (the last written, should a resumed run have logged a step twice)."""
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        return []
+    return sorted({e.step: e.value for e in events.Scalars(tag)}.items())
+
+
+def started(run: Path) -> int:
+    """When a run began: the earliest timestamp in its event file names (events.out.tfevents.TIME.HOST)."""
+    return min(int(p.name.split(".")[3]) for p in run.glob("events.out.tfevents.*"))
+
+
+def stages(folder: Path) -> list[Path]:
+    """The train.py runs a model folder holds: itself, or its subfolders in the order they ran."""
+    if any(folder.glob("events.out.tfevents.*")):
+        return [folder]
+    return sorted((p for p in folder.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*"))), key=started)
+
+
+def steps_per_epoch(run: Path) -> float:
+    """From the run's best.pth, which records both its step and its (fractional) epoch."""
+    meta = torch.load(run / "best.pth", map_location="cpu", weights_only=True)["meta"]
+    return meta["step"] / meta["epoch"]
