@@ -14,8 +14,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        no_value = action.default in (None, False, argparse.SUPPRESS) or action.default == []
-        if "%(default)" in text or no_value or not action.option_strings:
+        default = action.default
+        no_value = default is None or default is False or default is argparse.SUPPRESS or default == []
+        if "default" in text or no_value or not action.option_strings:  # a help text may state its own default
             return text
         return f"{text} (default: %(default)s)"
 
@@ -38,7 +39,11 @@ def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
 
 
 def add_workers(parser: argparse.ArgumentParser, what: str, default: int | None = None) -> None:
-    parser.add_argument("--workers", type=int, default=default or min(4, os.cpu_count() or 1), help=what)
+    if default is None:
+        parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                            help=f"{what} (default: min(4, CPU count))")
+    else:
+        parser.add_argument("--workers", type=int, default=default, help=what)
 
 
 def add_output_dir(parser: argparse.ArgumentParser, default: Path | None, what: str) -> None:

@@ -34,7 +34,7 @@ def _rgb(image: np.ndarray) -> Image.Image:
     return Image.fromarray(np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image)
 
 
-def comparison(panels: list[tuple[str, np.ndarray]]) -> np.ndarray:
+def comparison_sheet(panels: list[tuple[str, np.ndarray]]) -> np.ndarray:
     """Panels (label, uint8 image of one size) side by side, each labelled above, with the same
     detailed region (picked on the last panel: the original, or the network's output) marked in red
     and shown ZOOM times enlarged (nearest neighbour, so the pixels are the network's own) below."""

@@ -19,12 +19,12 @@ import torch
 from tqdm import tqdm
 
 import losses
+from datasets import eval_pairs
 from inference import Upscaler
-from utils import (benchmark_pairs, from_color, protocol_y, psnr, rgb2ycbcr, ssim, to_color, to_uint8, upscale_bicubic,
+from utils import (from_color, protocol_y, psnr, rgb2ycbcr, ssim, to_color, to_uint8, upscale_bicubic,
                    y_channel, ycbcr2rgb)
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.json"
-METRICS = ("bicubic_psnr", "bicubic_ssim", "psnr", "ssim")  # every row has these; "ms_ssim" when asked for
 
 
 @cache
@@ -63,13 +63,13 @@ def upscale(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray, color: str,
     return to_uint8(ycbcr2rgb(ycbcr)), sr_y
 
 
-def scores(hr: np.ndarray, y: np.ndarray, scale: int) -> tuple[float, float]:
+def psnr_ssim(hr: np.ndarray, y: np.ndarray, scale: int) -> tuple[float, float]:
     """(PSNR, SSIM) of a Y image against the HR image on the SR protocol."""
     hr_y = y_channel(hr)
     return psnr(hr_y, y, scale), ssim(hr_y, y, scale)
 
 
-def ms_ssim(hr: np.ndarray, y: np.ndarray, scale: int) -> float | None:
+def ms_ssim_y(hr: np.ndarray, y: np.ndarray, scale: int) -> float | None:
     """MS-SSIM (pytorch-msssim, as the training loss) of a Y image, shaved; None under 33 pixels a side."""
     crop = lambda image: torch.from_numpy(image[scale:-scale, scale:-scale] / 255).float()[None, None]
     hr_y = y_channel(hr)
@@ -81,9 +81,9 @@ def score_pair(upscaler: Upscaler, hr: np.ndarray, lr: np.ndarray, scale: int, c
     """Bicubic's and the network's PSNR/SSIM on one HR image and its LR image (and MS-SSIM if asked)."""
     bicubic = upscale_bicubic(lr, scale)
     sr_y = upscale(upscaler, lr, bicubic, color)[1]
-    (bicubic_psnr, bicubic_ssim), (sr_psnr, sr_ssim) = scores(hr, y_channel(bicubic), scale), scores(hr, sr_y, scale)
+    (bicubic_psnr, bicubic_ssim), (sr_psnr, sr_ssim) = psnr_ssim(hr, y_channel(bicubic), scale), psnr_ssim(hr, sr_y, scale)
     row = {"bicubic_psnr": bicubic_psnr, "bicubic_ssim": bicubic_ssim, "psnr": sr_psnr, "ssim": sr_ssim}
-    score = ms_ssim(hr, sr_y, scale) if with_ms_ssim else None
+    score = ms_ssim_y(hr, sr_y, scale) if with_ms_ssim else None
     return row if score is None else {**row, "ms_ssim": score}
 
 
@@ -99,8 +99,9 @@ def evaluate_pairs(upscaler: Upscaler, pairs: Iterable[tuple[str, np.ndarray, np
     return {"scale": scale, "images": rows, "mean": mean}
 
 
-def evaluate_dataset(upscaler: Upscaler, folder: Path, scale: int, color: str = "y", blur_sigma: float = 0.0) -> dict:
-    """evaluate_pairs on a benchmark folder (*_HR/*_LR pairs) or a folder of HR images (degraded with
-    `blur_sigma` and MATLAB bicubic, as preprocess.py does)."""
-    pairs = list(benchmark_pairs(folder, scale, blur_sigma))
-    return {"dataset": str(folder), **evaluate_pairs(upscaler, pairs, scale, color, progress=f"{folder} x{scale}")}
+def evaluate_dataset(upscaler: Upscaler, source: Path, scale: int, color: str = "y", blur_sigma: float = 0.0) -> dict:
+    """evaluate_pairs on what train.py validates on: a benchmark folder (*_HR/*_LR pairs), a folder of HR
+    images (degraded with `blur_sigma` and MATLAB bicubic, as preprocess.py does) or a preprocess.py
+    --eval file."""
+    pairs = eval_pairs(source, scale, blur_sigma)
+    return {"dataset": str(source), **evaluate_pairs(upscaler, pairs, scale, color, progress=f"{source} x{scale}")}

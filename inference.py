@@ -22,13 +22,15 @@ from torch import nn
 from hub import cache_folder
 from models import FSRCNN, SRCNN
 
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}  # tensor layouts
+
 # How test.py can run a network (benchmarks/inference_paths.py times each against plain eager fp32 NCHW):
 # the tensor layout, torch.compile, ONNX Runtime on the exported graph, and reduced-precision autocast.
 INFERENCE_PATHS = ("eager", "channels_last", "compile", "onnxruntime", "fp16", "bf16")
 
 
 def default_inference_path(device: torch.device) -> str:
-    """The fastest path that matches eager fp32 within 1/255 on `device` (the README's speed table):
+    """The fastest path that matches eager fp32 within 1/255 on `device` (docs/speed.md):
     ONNX Runtime on CPUs (2.2x eager there; channels_last, 1.7x, where onnxruntime is not installed),
     fp16 autocast on CUDA GPUs (tensor cores)."""
     if device.type == "cuda":
@@ -103,8 +105,6 @@ class Upscaler:
         return out
 
 
-
-
 class _Inference(nn.Module):
     """super_resolve() as forward(), FSRCNN's sub-pixel kernel computed once: the graph ONNX export records."""
 
@@ -141,8 +141,6 @@ def export_onnx(model: SRCNN | FSRCNN, path: Path) -> None:
     finally:
         exporter_log.setLevel(level)
         tmp.unlink(missing_ok=True)
-
-
 
 
 def choose_device(name: str = "auto") -> torch.device:

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 # SRCNN f1-f2-f3 of the paper's Table 1 / Fig. 8 (n1=64, n2=32 throughout); FSRCNN (d, s, m) of its Section 3.
 ARCHS = {"9-1-5": (9, 1, 5), "9-3-5": (9, 3, 5), "9-5-5": (9, 5, 5), "fsrcnn": (56, 12, 4), "fsrcnn-s": (32, 5, 1)}
 

@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its OUTPUT.partial file (same images and settings)")
-    cli.add_workers(parser, "processes cutting images", default=os.cpu_count())
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes cutting images (default: the CPU count)")
     return parser
 
 

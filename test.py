@@ -23,8 +23,8 @@ import numpy as np
 from skimage import data as skimage_data
 
 import cli
-from comparison import comparison
-from evaluate import evaluate_dataset, scores, upscale
+from comparison import comparison_sheet
+from evaluate import evaluate_dataset, psnr_ssim, upscale
 from hub import WEIGHTS_DIR, download_weights
 from inference import INFERENCE_PATHS, Upscaler, choose_device, export_onnx
 from models import FSRCNN, SRCNN, WeightsError, load_model, network_name
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--image-file", type=Path, help="an image or a folder of images (instead of --sample)")
-    source.add_argument("--dataset", type=Path, help="benchmark folder: *_HR/*_LR pairs (Set5/x3) or HR images")
+    source.add_argument("--dataset", type=Path, help="a benchmark folder (*_HR/*_LR pairs, e.g. Set5/x3), a folder of "
+                                                     "HR images, or a preprocess.py --eval file: score it")
     source.add_argument("--sample", choices=SAMPLES, default="coffee",
                         help="a scikit-image bundled image, used when no other input is given")
     parser.add_argument("--weights-file", help="a file or an http(s) URL (default: weights/srcnn_x<scale>.pth)")
@@ -91,14 +92,14 @@ def process_image(upscaler: Upscaler, image: np.ndarray, name: str, args: argpar
     label = network.upper().replace("_", " ")
     measurable = hr is not None and min(hr.shape[:2]) - 2 * s >= 11  # one 11x11 SSIM window once shaved
     if measurable:
-        (bicubic_psnr, bicubic_ssim), (sr_psnr, sr_ssim) = scores(hr, y_channel(bicubic), s), scores(hr, sr_y, s)
+        (bicubic_psnr, bicubic_ssim), (sr_psnr, sr_ssim) = psnr_ssim(hr, y_channel(bicubic), s), psnr_ssim(hr, sr_y, s)
         panels = [(f"bicubic  {bicubic_psnr:.2f} dB", bicubic), (f"{label}  {sr_psnr:.2f} dB", sr), ("original", hr)]
     else:
         panels = [("bicubic", bicubic), (label, sr)] + ([("original", hr)] if hr is not None else [])
     args.output_dir.mkdir(parents=True, exist_ok=True)
     save_image(args.output_dir / f"{name}_bicubic_x{s}.png", bicubic)
     save_image(args.output_dir / f"{name}_{network}_x{s}.png", sr)
-    save_image(args.output_dir / f"{name}_{network}_x{s}_comparison.png", comparison(panels))
+    save_image(args.output_dir / f"{name}_{network}_x{s}_comparison.png", comparison_sheet(panels))
     if measurable:
         print(f"{name} x{s}: bicubic PSNR {bicubic_psnr:.2f} dB SSIM {bicubic_ssim:.4f} | {label} PSNR {sr_psnr:.2f} dB "
               f"SSIM {sr_ssim:.4f} -> {args.output_dir}")

@@ -32,8 +32,8 @@ import losses
 from checkpoints import load_checkpoint, save_atomic
 from datasets import PatchDataset, augment_pairs, eval_pairs
 from evaluate import evaluate_pairs, upscale
-from inference import Upscaler, choose_device
-from models import ARCHS, FSRCNN, MEMORY_FORMATS, SRCNN, WeightsError, build_model, load_model
+from inference import MEMORY_FORMATS, Upscaler, choose_device
+from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, load_model
 from utils import ImageError, filter_grid, to_uint8, upscale_bicubic, y_channel
 
 
@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclass
 class Progress:
-    """Where a run stands: what a checkpoint carries besides the weights and optimiser."""
+    """Where a run stands; the first four fields are what a checkpoint carries besides the weights and optimiser."""
     epoch: int = 0
     batches_done: int = 0  # of the current epoch
     step: int = 0
@@ -104,14 +104,14 @@ class Progress:
 
 
 @dataclass
-class Run:
+class Training:
     """Everything one training run holds; the functions below take it step by step."""
     args: argparse.Namespace
     rank: int
     world: int
     device: torch.device
     train_set: PatchDataset
-    eval_pairs: list
+    validation_pairs: list
     color: str
     model: SRCNN | FSRCNN
     net: nn.Module
@@ -208,7 +208,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def set_up(args: argparse.Namespace) -> Run:
+def set_up(args: argparse.Namespace) -> Training:
     """Processes, data, network, optimiser and run folder: everything before the first step."""
     rank, world, device = setup_distributed(args.device)
     if args.batch_size % world:
@@ -224,12 +224,12 @@ def set_up(args: argparse.Namespace) -> Run:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise SystemExit(f"error: cannot create {args.output_dir}: {err.strerror}") from None
-    return Run(args, rank, world, device, train_set, pairs, color, model, net, optimizer, make_scheduler(optimizer, args),
+    return Training(args, rank, world, device, train_set, pairs, color, model, net, optimizer, make_scheduler(optimizer, args),
                torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
                losses.get_loss(args.loss, tuple(args.loss_weights)), meta)
 
 
-def restore(run: Run) -> None:
+def restore(run: Training) -> None:
     """With --resume, the weights, optimiser, schedule, counters and RNG state of last.pth."""
     state = load_checkpoint(run.last_path)
     run.model.load_state_dict(state["model"])
@@ -247,14 +247,14 @@ def restore(run: Run) -> None:
               f"best PSNR {p.best_psnr:.2f} dB")
 
 
-def open_log(run: Run) -> None:
+def open_log(run: Training) -> None:
     """TensorBoard logging, on rank 0 alone (it also validates and saves)."""
     if run.rank == 0:
         run.writer = SummaryWriter(str(run.args.output_dir))
         run.writer.add_text("args", json.dumps({k: str(v) for k, v in vars(run.args).items()}, indent=1), run.progress.epoch)
 
 
-def save_checkpoint(run: Run, epoch: int, batches: int, scores: dict | None) -> None:
+def save_checkpoint(run: Training, epoch: int, batches: int, scores: dict | None) -> None:
     """best.pth when validation improved, and last.pth: everything a resume needs, mid-epoch included."""
     p = run.progress
     weights = {"model": run.model.state_dict(), "meta": {**run.meta, "epoch": round(epoch + batches / run.per_epoch, 3),
@@ -287,7 +287,7 @@ def ignore_sigint(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def epoch_loader(run: Run, epoch: int) -> DataLoader:
+def epoch_loader(run: Training, epoch: int) -> DataLoader:
     """This rank's batches of the epoch not yet done. The shuffle comes from seed + epoch, so a run
     resumed mid-epoch replays exactly the batches an uninterrupted run would have seen; each rank takes
     its slice of every global batch (a DistributedSampler that also resumes mid-epoch)."""
@@ -299,7 +299,7 @@ def epoch_loader(run: Run, epoch: int) -> DataLoader:
                       pin_memory=run.device.type == "cuda", worker_init_fn=ignore_sigint)
 
 
-def check_loss(run: Run, value: float) -> None:
+def check_loss(run: Training, value: float) -> None:
     """Stop at a NaN/Inf loss or one 50x its running mean: the learning rate diverges."""
     p = run.progress
     if not math.isfinite(value):
@@ -311,12 +311,12 @@ def check_loss(run: Run, value: float) -> None:
     p.loss_average = value if p.loss_average is None else 0.99 * p.loss_average + 0.01 * value
 
 
-def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, augment: torch.Generator) -> tuple[float, torch.Tensor, torch.Tensor]:
+def train_step(run: Training, lr: torch.Tensor, hr: torch.Tensor, augment_rng: torch.Generator) -> tuple[float, torch.Tensor, torch.Tensor]:
     """One optimiser step; returns the loss, the output and the target it was compared with. Each
     batch's augmentation comes from the seed and the step, so a resumed run replays it."""
     args, p, per_rank = run.args, run.progress, run.args.batch_size // run.world
     if args.augment:
-        lr, hr = augment_pairs(lr, hr, augment.manual_seed(args.seed * 1_000_003 + p.step), total=args.batch_size,
+        lr, hr = augment_pairs(lr, hr, augment_rng.manual_seed(args.seed * 1_000_003 + p.step), total=args.batch_size,
                                start=run.rank * per_rank)
     lr, hr = lr.to(run.device, non_blocking=True), hr.to(run.device, non_blocking=True)
     if run.model.border:  # valid padding: the loss covers the centre the network computes
@@ -336,7 +336,7 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, augment: torch.Gene
 
 
 @torch.no_grad()
-def log_training(run: Run, value: float, sr: torch.Tensor, hr: torch.Tensor) -> None:
+def log_training(run: Training, value: float, sr: torch.Tensor, hr: torch.Tensor) -> None:
     sr, step = sr.float().clamp(0, 1), run.progress.step
     run.writer.add_scalar("train/loss", value, step)
     run.writer.add_scalar("train/psnr", losses.psnr(sr, hr).item(), step)
@@ -346,7 +346,7 @@ def log_training(run: Run, value: float, sr: torch.Tensor, hr: torch.Tensor) -> 
     run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], step)
 
 
-def stop_everywhere(run: Run, stop: StopRequest) -> None:
+def stop_everywhere(run: Training, stop: StopRequest) -> None:
     """Every rank stops at the same step, or the others would wait forever."""
     if run.world > 1:
         flag = torch.tensor([stop.signal], device=run.device)
@@ -354,13 +354,13 @@ def stop_everywhere(run: Run, stop: StopRequest) -> None:
         stop.signal = int(flag.item())
 
 
-def train_epoch(run: Run, epoch: int, stop: StopRequest, augment: torch.Generator) -> None:
+def train_epoch(run: Training, epoch: int, stop: StopRequest, augment_rng: torch.Generator) -> None:
     """The epoch's remaining batches, until it ends, a signal arrives or --max-steps is reached."""
     args, p = run.args, run.progress
     bar = tqdm(epoch_loader(run, epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False,
                initial=p.batches_done, total=run.per_epoch, disable=run.rank > 0)
     for lr, hr in bar:
-        value, sr, hr = train_step(run, lr, hr, augment)
+        value, sr, hr = train_step(run, lr, hr, augment_rng)
         stop_everywhere(run, stop)
         if run.writer and p.step % args.log_every == 0:
             log_training(run, value, sr, hr)
@@ -370,31 +370,30 @@ def train_epoch(run: Run, epoch: int, stop: StopRequest, augment: torch.Generato
     bar.close()
 
 
-def validate(run: Run, with_strip: bool) -> dict:
+def validate(run: Training, with_strip: bool) -> dict:
     """Mean PSNR/SSIM/MS-SSIM (and bicubic's) on the validation images, by evaluate.py: the same code and
     arithmetic as `test.py --dataset --inference-path channels_last` (or eager, for NCHW training)."""
     path = "channels_last" if run.args.memory_format == "channels_last" else "eager"
     upscaler = Upscaler(run.model, path, run.device)
-    scores = evaluate_pairs(upscaler, run.eval_pairs, run.args.scale, run.color, with_ms_ssim=True)["mean"]
+    scores = evaluate_pairs(upscaler, run.validation_pairs, run.args.scale, run.color, with_ms_ssim=True)["mean"]
     if with_strip:
         scores["strip"] = first_image_strip(run, upscaler)
     return scores
 
 
-def first_image_strip(run: Run, upscaler: Upscaler) -> np.ndarray:
+def first_image_strip(run: Training, upscaler: Upscaler) -> np.ndarray:
     """The first validation image's bicubic | network | HR Y, side by side, for TensorBoard."""
-    _, hr, lr = run.eval_pairs[0]
+    _, hr, lr = run.validation_pairs[0]
     bicubic = upscale_bicubic(lr, run.args.scale)
     return np.concatenate([y_channel(bicubic), upscale(upscaler, lr, bicubic, run.color)[1], y_channel(hr)], axis=1)
 
 
-def log_validation(run: Run, scores: dict, epoch: int) -> None:
+def log_validation(run: Training, scores: dict) -> None:
     step, writer = run.progress.step, run.writer
     for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
         if key in scores:
             writer.add_scalar(f"val/{key}", scores[key], step)
     if "strip" in scores:
-        run.progress.next_images = epoch + run.args.image_every
         writer.add_image("val/bicubic_srcnn_hr", to_uint8(scores["strip"])[None], step, dataformats="CHW")
         first = run.model.feature[0] if isinstance(run.model, FSRCNN) else run.model.conv1
         weights = first.weight.detach().cpu().numpy()[:, 0]  # the first input channel (Y, Y or R)
@@ -402,7 +401,7 @@ def log_validation(run: Run, scores: dict, epoch: int) -> None:
     writer.flush()
 
 
-def end_epoch(run: Run, epoch: int, started: float, stopping: bool) -> None:
+def end_epoch(run: Training, epoch: int, started: float, stopping: bool) -> None:
     """After an epoch (or a cut one): the schedule's step, validation when due, and the checkpoint; rank 0
     alone validates and saves while the other ranks wait at the barrier."""
     args, p = run.args, run.progress
@@ -411,8 +410,11 @@ def end_epoch(run: Run, epoch: int, started: float, stopping: bool) -> None:
         run.scheduler.step()
         p.batches_done = 0
     if run.writer and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or stopping):
-        scores = validate(run, with_strip=epoch >= p.next_images)
-        log_validation(run, scores, epoch)
+        with_strip = epoch >= p.next_images  # the first validation logs images, then one every --image-every epochs
+        if with_strip:
+            p.next_images = epoch + args.image_every
+        scores = validate(run, with_strip)
+        log_validation(run, scores)
         improved = scores["psnr"] > p.best_psnr
         p.best_psnr = max(p.best_psnr, scores["psnr"])
         save_checkpoint(run, epoch + finished, p.batches_done, scores)
@@ -426,7 +428,7 @@ def end_epoch(run: Run, epoch: int, started: float, stopping: bool) -> None:
         dist.barrier()
 
 
-def interrupted(run: Run, epoch: int, stop: StopRequest) -> None:
+def save_and_exit(run: Training, epoch: int, stop: StopRequest) -> None:
     """A signal mid-epoch: save where the run stands and exit with 128 + the signal's number."""
     if run.writer:
         save_checkpoint(run, epoch, run.progress.batches_done, None)
@@ -443,13 +445,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume:
         restore(run)
     open_log(run)
-    stop, augment = StopRequest(), torch.Generator()
+    stop, augment_rng = StopRequest(), torch.Generator()
     run.model.train()
     for epoch in range(run.progress.epoch, args.epochs):
         started = time.perf_counter()
-        train_epoch(run, epoch, stop, augment)
+        train_epoch(run, epoch, stop, augment_rng)
         if stop.signal and run.progress.batches_done < run.per_epoch:
-            interrupted(run, epoch, stop)
+            save_and_exit(run, epoch, stop)
         stopping = bool(stop.signal) or bool(args.max_steps and run.progress.step >= args.max_steps)
         end_epoch(run, epoch, started, stopping)
         if stopping:

@@ -227,7 +227,8 @@ def shave(image: np.ndarray, border: int) -> np.ndarray:
 
 
 def psnr(hr_y: np.ndarray, sr_y: np.ndarray, border: int) -> float:
-    """PSNR in dB on the 0..255 range after shaving `border` pixels; inputs are Y (or gray) images."""
+    """PSNR in dB on the 0..255 range after shaving `border` pixels: of Y (or gray) images on the protocol,
+    or over all channels of H x W x 3 images (benchmarks/color_table.py's RGB column)."""
     diff = shave(hr_y.astype(np.float64), border) - shave(sr_y.astype(np.float64), border)
     mse = np.mean(diff ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))

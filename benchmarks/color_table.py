@@ -21,7 +21,6 @@ from inference import Upscaler
 from models import load_model
 from utils import benchmark_pairs, psnr, rgb2ycbcr, to_uint8, upscale_bicubic
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def channel_psnrs(hr: np.ndarray, image: np.ndarray, scale: int) -> list[float]:
@@ -34,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     parser.add_argument("--dataset", type=Path, default=cli.DATA / "Set5" / "x3", help="a benchmark folder")
     cli.add_scale(parser)
-    parser.add_argument("--weights-file", type=Path, nargs="+", default=[ROOT / "weights" / "srcnn_x3.pth"],
+    parser.add_argument("--weights-file", type=Path, nargs="+", default=["weights/srcnn_x3.pth"],
                         help="the networks to compare")
     return parser
 
@@ -44,7 +43,7 @@ def main() -> None:
 
     pairs = [(hr, lr) for _, hr, lr in benchmark_pairs(args.dataset, args.scale) if hr.ndim == 3]
     rows = {"bicubic": [channel_psnrs(hr, upscale_bicubic(lr, args.scale), args.scale) for hr, lr in pairs]}
-    for path in args.weights_file:
+    for path in map(Path, args.weights_file):
         model, meta = load_model(path, scale=args.scale)
         color = meta.get("color", "y")
         label = f"{path.name} ({'Y only, bicubic CbCr' if color == 'y' else color.upper() + ', 3 channels'})"

@@ -31,7 +31,6 @@ from inference import Upscaler, choose_device, default_inference_path, median_se
 from models import load_model
 from utils import y_channel
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def matmul_gflops(size: int, repeats: int, device: torch.device) -> dict[str, float]:
@@ -77,7 +76,7 @@ def cuda_graph_path(upscaler: Upscaler, x: torch.Tensor) -> Callable[[torch.Tens
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
-    parser.add_argument("--weights-file", type=Path, default=ROOT / "weights" / "srcnn_x3.pth", help="the network to time")
+    parser.add_argument("--weights-file", type=Path, default=Path("weights/srcnn_x3.pth"), help="the network to time")
     cli.add_device(parser, default="cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per path (the median counts)")
     parser.add_argument("--matmul-size", type=int, default=4096, help="side of the square matmuls that measure the peak")

@@ -1,5 +1,5 @@
 """Inference speed of SRCNN 9-5-5 and FSRCNN / FSRCNN-s on the same 720p output, fp32 eager PyTorch,
-in plain NCHW and in channels_last layout (test.py's default).
+in plain NCHW and in channels_last layout (train.py's default).
 
     python -m benchmarks.speed --scale 3              # CPU, all cores torch uses by default
     python -m benchmarks.speed --scale 3 --device cuda
@@ -13,8 +13,8 @@ import argparse
 import torch
 
 import cli
-from inference import choose_device, median_seconds
-from models import MEMORY_FORMATS, build_model
+from inference import MEMORY_FORMATS, choose_device, median_seconds
+from models import build_model
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,8 +15,8 @@ import argparse
 import torch
 
 import cli
-from inference import choose_device, median_seconds
-from models import MEMORY_FORMATS, build_model
+from inference import MEMORY_FORMATS, choose_device, median_seconds
+from models import build_model
 
 
 def patches_per_second(padding: str, layout: str, amp: bool, device: torch.device, batch: int, side: int,

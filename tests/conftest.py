@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("SRCNN_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = REPO.parent / "shared" / "data"  # the project's machines and CI; a user's clone has data/ (README, 'Data')
+DATA = Path(os.environ.get("SRCNN_DATA") or (SHARED_DATA if SHARED_DATA.exists() else REPO / "data"))
 sys.path.insert(0, str(REPO))
 
 

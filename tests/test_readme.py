@@ -28,10 +28,10 @@ def load_script(relative: str):
     return sys.modules[name]
 
 
-def commands() -> list[list[str]]:
-    """Every command line of the README's bash blocks, continuation lines joined, comments dropped."""
+def commands(text: str) -> list[list[str]]:
+    """Every command line of a Markdown text's bash blocks, continuation lines joined, comments dropped."""
     lines = []
-    for block in re.findall(r"```bash\n(.*?)\n```", README, re.S):
+    for block in re.findall(r"```bash\n(.*?)\n```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" # ")[0].split("  #")[0].strip()
             if line:
@@ -61,11 +61,12 @@ def test_readme_is_short():
     assert len(README.encode()) <= 15_000
 
 
-def test_every_readme_command_parses_and_names_files_that_exist():
+@pytest.mark.parametrize("document", ["README.md", "docs/training.md", "docs/studies.md", "docs/speed.md"])
+def test_every_command_parses_and_names_files_that_exist(document):
     """Each python/torchrun command's arguments parse with its script's own parser; data/ paths exist where
     the README says the data is (checked against ../shared/data here), repo paths exist in the repo."""
     parsed = 0
-    for words in commands():
+    for words in commands((REPO / document).read_text()):
         found = script_and_args(words)
         if found is None:
             assert words[0] in ("python3", "tensorboard"), words  # the Quick start (run by CI) and the viewer
@@ -79,7 +80,7 @@ def test_every_readme_command_parses_and_names_files_that_exist():
                 assert (DATA / arg.removeprefix("data/")).exists(), (words, arg)
             if arg.startswith("weights/"):
                 assert (REPO / arg).exists(), (words, arg)
-    assert parsed >= 15
+    assert parsed >= {"README.md": 15}.get(document, 1)
 
 
 def test_readme_links_and_images_exist():
@@ -104,6 +105,11 @@ def test_readme_results_table_is_made_from_the_benchmark_data():
     table = README.split("<!-- results:start -->\n")[1].split("\n<!-- results:end -->")[0]
     results = json.loads((REPO / "results" / "benchmarks.json").read_text())
     assert table == load_script("benchmarks/eval_benchmarks.py").results_table(results)
+    manifest = json.loads((REPO / "weights" / "manifest.json").read_text())
+    for key, mean in results.items():  # the model card's numbers come from the same evaluation (publish.py's)
+        name, scale = key.split("_x")
+        card = manifest[f"srcnn_x{scale}.pth"]["benchmarks"][name]
+        assert (card["psnr"], card["ssim"]) == (round(mean["psnr"], 4), round(mean["ssim"], 4)), key
 
 
 def test_benchmark_data_is_what_the_shipped_weights_give(data):
@@ -112,7 +118,7 @@ def test_benchmark_data_is_what_the_shipped_weights_give(data):
     for key, stored in results.items():
         name, scale = key.split("_x")
         model, _ = load_model(REPO / "weights" / f"srcnn_x{scale}.pth")
-        mean = evaluate_dataset(Upscaler(model), need(data / name / f"x{scale}"), int(scale))["mean"]
+        mean = evaluate_dataset(Upscaler(model, "eager"), need(data / name / f"x{scale}"), int(scale))["mean"]
         for metric in ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim"):
             tolerance = 5e-5 if "ssim" in metric else 0.005  # ONNX Runtime kernels differ between CPUs by float rounding
             assert mean[metric] == pytest.approx(stored[metric], abs=tolerance), (key, metric)

@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"any of: {', '.join(sorted(RECIPES))}")
     parser.add_argument("--budget", type=float, required=True, help="seconds from start to the deadline")
     cli.add_data(parser)
-    parser.add_argument("--patches-dir", type=Path, default=ROOT / "output", help="where the patch files are (made)")
-    cli.add_output_dir(parser, ROOT / "runs" / "train_all", "one run folder per recipe, their logs and summary.json")
+    parser.add_argument("--patches-dir", type=Path, default=Path("output"), help="where the patch files are (made)")
+    cli.add_output_dir(parser, Path("runs/train_all"), "one run folder per recipe, their logs and summary.json")
     cli.add_device(parser)
     return parser
 
