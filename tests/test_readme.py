@@ -35,8 +35,16 @@ def commands(text: str) -> list[list[str]]:
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" # ")[0].split("  #")[0].strip()
             if line:
-                lines.append(shlex.split(line))
+                lines.append([expanded for word in shlex.split(line) for expanded in expand_braces(word)])
     return lines
+
+
+def expand_braces(word: str) -> list[str]:
+    """What bash makes of `srcnn_x{2,3,4}`: one word per alternative."""
+    match = re.fullmatch(r"(.*?)\{([^{}]*,[^{}]*)\}(.*)", word)
+    if not match:
+        return [word]
+    return [expanded for choice in match[2].split(",") for expanded in expand_braces(match[1] + choice + match[3])]
 
 
 def script_and_args(words: list[str]) -> tuple[str, list[str]] | None:
