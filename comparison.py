@@ -57,3 +57,22 @@ def comparison_sheet(panels: list[tuple[str, np.ndarray]]) -> np.ndarray:
                         HEADER + (y + crop_h) * scale_y - 1], outline=MARK, width=2)
         draw.text((left + 4, 5), label, fill="black", font=font)
     return np.asarray(sheet)
+
+
+def crop_grid(rows: list[list[tuple[str, np.ndarray]]], size: int = 96, zoom: int = 2) -> np.ndarray:
+    """One row per image: the same size x size region of each method's output (picked as the most detailed
+    region of the row's last image, the original), enlarged `zoom` times (nearest neighbour) and labelled."""
+    cell = size * zoom
+    font = ImageFont.load_default(size=14)
+    sheet = Image.new("RGB", (len(rows[0]) * (cell + GAP) - GAP, len(rows) * (HEADER + cell + GAP) - GAP), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, row in enumerate(rows):
+        reference = row[-1][1]
+        side_y, side_x = min(size, reference.shape[0]), min(size, reference.shape[1])
+        y, x = detail_box(reference, side_y, side_x)
+        top = r * (HEADER + cell + GAP)
+        for c, (label, image) in enumerate(row):
+            crop = _rgb(image[y:y + side_y, x:x + side_x]).resize((side_x * zoom, side_y * zoom), Image.Resampling.NEAREST)
+            sheet.paste(crop, (c * (cell + GAP), top + HEADER))
+            draw.text((c * (cell + GAP) + 3, top + 6), label, fill="black", font=font)
+    return np.asarray(sheet)

@@ -78,13 +78,14 @@ def ms_ssim_y(hr: np.ndarray, y: np.ndarray, scale: int) -> float | None:
 
 def score_pair(upscaler: Upscaler, hr: np.ndarray, lr: np.ndarray, scale: int, color: str = "y",
                with_ms_ssim: bool = False) -> dict[str, float]:
-    """Bicubic's and the network's PSNR/SSIM on one HR image and its LR image (and MS-SSIM if asked)."""
+    """Bicubic's and the network's PSNR/SSIM on one HR image and its LR image (and their MS-SSIM if asked)."""
     bicubic = upscale_bicubic(lr, scale)
     sr_y = upscale(upscaler, lr, bicubic, color)[1]
     (bicubic_psnr, bicubic_ssim), (sr_psnr, sr_ssim) = psnr_ssim(hr, y_channel(bicubic), scale), psnr_ssim(hr, sr_y, scale)
     row = {"bicubic_psnr": bicubic_psnr, "bicubic_ssim": bicubic_ssim, "psnr": sr_psnr, "ssim": sr_ssim}
-    score = ms_ssim_y(hr, sr_y, scale) if with_ms_ssim else None
-    return row if score is None else {**row, "ms_ssim": score}
+    scores = {"bicubic_ms_ssim": ms_ssim_y(hr, y_channel(bicubic), scale), "ms_ssim": ms_ssim_y(hr, sr_y, scale)} \
+        if with_ms_ssim else {}
+    return {**row, **{key: value for key, value in scores.items() if value is not None}}
 
 
 def evaluate_pairs(upscaler: Upscaler, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], scale: int,

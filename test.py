@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--padding", choices=["same", "valid"], help="override the padding stored with the weights")
     cli.add_scale(parser)
     parser.add_argument("--low-res", action="store_true", help="the input is already low-resolution: upscale only")
-    parser.add_argument("--blur-sigma", type=float, default=0.0,
-                        help="Gaussian blur before downscaling an HR input (--image-file, --sample, HR-only --dataset)")
+    parser.add_argument("--blur-sigma", type=float,
+                        help="Gaussian blur before MATLAB-bicubic downscaling of HR input, in every mode; in a --dataset "
+                             "of *_HR/*_LR pairs a blur means LR is made from HR (default: the blur the weights were "
+                             "trained with, 0 for the T91 weights)")
     cli.add_output_dir(parser, Path("output"), "where the images go (untracked; results/ holds the showcase)")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
     parser.add_argument("--inference-path", default="auto", choices=["auto", *INFERENCE_PATHS],
@@ -64,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_weights(args: argparse.Namespace) -> tuple[SRCNN | FSRCNN, str, Path]:
-    """The network, its colour space and where its file is, downloading a URL first."""
+def load_weights(args: argparse.Namespace) -> tuple[SRCNN | FSRCNN, dict, Path]:
+    """The network, its metadata and where its file is, downloading a URL first."""
     weights = args.weights_file or WEIGHTS_DIR / f"srcnn_x{args.scale}.pth"
     if str(weights).startswith(("http://", "https://")):
         weights = download_weights(str(weights), args.sha256, allow_http=args.allow_http)
@@ -74,7 +76,18 @@ def load_weights(args: argparse.Namespace) -> tuple[SRCNN | FSRCNN, str, Path]:
         raise WeightsError(f"{weights}: FSRCNN weights for x{model.scale}, not --scale {args.scale}")
     if meta.get("scale", args.scale) != args.scale:
         print(f"warning: {weights} was trained for x{meta['scale']}, used here at x{args.scale}", file=sys.stderr)
-    return model, meta.get("color", "y"), Path(weights)
+    return model, meta, Path(weights)
+
+
+def degradation(args: argparse.Namespace, trained_blur: float) -> str:
+    """How LR is made from HR in this run, in words: the line test.py prints before its results."""
+    blur = f"Gaussian blur sigma {args.blur_sigma:g}, then " if args.blur_sigma else ""
+    source = "" if args.blur_sigma == trained_blur else " (--blur-sigma; the weights were trained with " \
+        f"{trained_blur:g})"
+    line = f"degradation: {blur}MATLAB bicubic x{args.scale} of the HR image{source}"
+    if args.dataset:
+        line += "; the folder's *_LR images are not used" if args.blur_sigma else "; *_LR images used where the folder has them"
+    return line
 
 
 def process_image(upscaler: Upscaler, image: np.ndarray, name: str, args: argparse.Namespace) -> None:
@@ -142,13 +155,17 @@ def main() -> None:
         parser.error("--json needs --dataset")
     try:
         device = choose_device(args.device)
-        model, args.color, weights = load_weights(args)
+        model, meta, weights = load_weights(args)
+        args.color, trained_blur = meta.get("color", "y"), float(meta.get("blur_sigma", 0.0))
+        args.blur_sigma = trained_blur if args.blur_sigma is None else args.blur_sigma
         if args.export_onnx:
             export_onnx(model, args.export_onnx)
             print(f"wrote {args.export_onnx}: input 'input' ({'LR' if model.takes_lr else 'bicubic'} image, "
                   f"{model.config()['channels']} channel(s), [0, 1]), output 'output'")
             return
         upscaler = Upscaler(model, args.inference_path, device)
+        if not args.low_res:
+            print(degradation(args, trained_blur))
         run_dataset(upscaler, args, weights) if args.dataset else run_images(upscaler, args)
     except (ImageError, WeightsError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None

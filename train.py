@@ -155,12 +155,14 @@ def finish_distributed(world: int) -> None:
         dist.destroy_process_group()
 
 
-def load_data(args: argparse.Namespace) -> tuple[PatchDataset, list, str]:
-    """The training patches, the validation images and the colour space the patches were made in,
-    with every mismatch between them and the arguments refused before any training."""
+def load_data(args: argparse.Namespace) -> tuple[PatchDataset, list, str, float]:
+    """The training patches, the validation images (degraded as the patches were: the same blur), and the
+    colour space and blur the patches were made with; every mismatch with the arguments is refused
+    before any training."""
     try:
         train_set = PatchDataset(args.train_file, in_memory=args.in_memory)
-        pairs = eval_pairs(args.eval_file, args.scale)
+        blur_sigma = float(train_set.attrs.get("blur_sigma", 0.0))
+        pairs = eval_pairs(args.eval_file, args.scale, blur_sigma)
     except (ValueError, ImageError) as err:
         raise SystemExit(f"error: {err}") from None
     if train_set.attrs.get("scale", args.scale) != args.scale:
@@ -171,7 +173,7 @@ def load_data(args: argparse.Namespace) -> tuple[PatchDataset, list, str]:
                          f"{'with' if is_fsrcnn else 'without'} preprocess.py --lr-size")
     if args.loss == "ms-ssim":
         losses.ms_ssim_window(int(train_set.attrs.get("patch_size", 33)))  # fails early if patches are too small
-    return train_set, pairs, str(train_set.attrs.get("color", "y"))
+    return train_set, pairs, str(train_set.attrs.get("color", "y")), blur_sigma
 
 
 def make_model(args: argparse.Namespace, color: str, device: torch.device, world: int) -> tuple[SRCNN | FSRCNN, nn.Module]:
@@ -216,10 +218,11 @@ def set_up(args: argparse.Namespace) -> Training:
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
-    train_set, pairs, color = load_data(args)
+    train_set, pairs, color, blur_sigma = load_data(args)
     model, net = make_model(args, color, device, world)
     optimizer = make_optimizer(model, args)
-    meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "train_file": str(args.train_file)}
+    meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "blur_sigma": blur_sigma,
+            "train_file": str(args.train_file)}
     try:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -98,12 +98,17 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+def round_half_away(values: np.ndarray) -> np.ndarray:
+    """MATLAB's round: halves away from zero (NumPy's np.round takes them to the even neighbour)."""
+    return np.sign(values) * np.floor(np.abs(values) + 0.5)
+
+
 @by_rows
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Round and clip to uint8, as MATLAB does when it casts a double image to uint8."""
     if image.dtype == np.uint8:
         return image
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+    return np.clip(round_half_away(image), 0, 255).astype(np.uint8)
 
 
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -129,7 +134,7 @@ def y_channel(image: np.ndarray) -> np.ndarray:
     """The channel SR is evaluated on: MATLAB's uint8 Y for RGB, the raw intensity for grayscale."""
     if image.ndim == 2:
         return image.astype(np.float64)
-    return np.round(rgb2ycbcr(image)[..., 0])
+    return round_half_away(rgb2ycbcr(image)[..., 0])
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -153,9 +158,9 @@ def _contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray,
     distance = u[:, None] - indices
     weights = scale * _cubic(scale * distance) if scale < 1 else _cubic(distance)
     weights /= weights.sum(axis=1, keepdims=True)
-    # symmetric boundary, as MATLAB: [1..n, n..1] repeated
-    mirror = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])
-    indices = mirror[np.mod(indices.astype(np.int64) - 1, 2 * in_len)]
+    # replicated edges: the MATLAB imresize that made the benchmark LR files clamps out-of-range indices
+    # (newer releases mirror them, which changes up to 11 levels at the border of those files)
+    indices = np.clip(indices.astype(np.int64) - 1, 0, in_len - 1)
     used = np.any(weights != 0, axis=0)
     return weights[:, used], indices[:, used]
 
@@ -171,7 +176,7 @@ def _resize_axis(image: np.ndarray, axis: int, out_len: int, scale: float) -> np
 
 
 def imresize(image: np.ndarray, scale: float) -> np.ndarray:
-    """MATLAB `imresize(image, scale, 'bicubic')`: antialiased when shrinking, symmetric edges.
+    """MATLAB `imresize(image, scale, 'bicubic')`: antialiased when shrinking, replicated edges.
 
     Like MATLAB, the output side is ceil(side * scale), rows are resized before columns, and the
     class is kept: a uint8 image comes back uint8, rounded after each pass (MATLAB's imresizemex
@@ -300,8 +305,9 @@ def protocol_y(output: np.ndarray, color: str, gray: bool) -> np.ndarray:
 def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(name, hr, lr) uint8 images from a folder.
 
-    A benchmark folder (`*_HR.png` beside `*_LR.png`, as Set5/Set14 ship) gives its own MATLAB-made LR;
-    any other image is taken as HR, modcropped and degraded as preprocess.py does.
+    A benchmark folder (`*_HR.png` beside `*_LR.png`, as Set5/Set14 ship) gives its own MATLAB-made LR,
+    unless `blur_sigma` > 0: then its LR is made from the HR image as for any other image, which is taken
+    as HR, modcropped and degraded as preprocess.py does (blur, then MATLAB bicubic).
     """
     files = list_images(folder)
     if not files:
@@ -315,6 +321,10 @@ def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> 
             lr_path = next((by_name[n] for n in (stem[:-3] + "_LR" + path.suffix, stem[:-3] + "_LR.png") if n in by_name), None)
             if lr_path is None:
                 raise ValueError(f"{path}: no matching _LR image")
+            if blur_sigma > 0:  # the shipped LR has no blur: make it from HR, as for any other image
+                hr = modcrop(load_image(path), scale)
+                yield stem[:-3], hr, degrade(hr, scale, blur_sigma)[0]
+                continue
             hr, lr = load_image(path), load_image(lr_path)
             if (hr.shape[0] != lr.shape[0] * scale or hr.shape[1] != lr.shape[1] * scale
                     or hr.shape[2:] != lr.shape[2:]):

@@ -144,3 +144,39 @@ def test_tiled_run_writes_the_same_image(tmp_path, weights):
         assert result.returncode == 0, result.stderr
     whole, tiled = (load_image(tmp_path / d / "big_srcnn_x3.png").astype(int) for d in ("whole", "tiled"))
     assert np.abs(whole - tiled).max() <= 1 and np.mean(whole != tiled) < 1e-3  # float summation order only
+
+
+def test_blur_sigma_is_honoured_in_dataset_mode_and_said(tmp_path, weights):
+    """A blur changes how LR is made in a pair folder (LR from HR, the *_LR files unused) and in an HR-only
+    folder, and test.py says which degradation it used."""
+    pairs, plain = tmp_path / "pairs", tmp_path / "plain"
+    pairs.mkdir(), plain.mkdir()
+    for i in range(2):
+        hr = textured_image(60, 72, seed=i)
+        Image.fromarray(hr).save(pairs / f"im{i}_HR.png")
+        Image.fromarray(degrade(hr, 3)[0]).save(pairs / f"im{i}_LR.png")
+        Image.fromarray(hr).save(plain / f"im{i}.png")
+    for folder in (pairs, plain):
+        means = {}
+        for blur in (0, 1.0):
+            result = run("test.py", "--dataset", folder, "--weights-file", weights, "--blur-sigma", blur,
+                         "--json", tmp_path / "r.json")
+            assert result.returncode == 0, result.stderr
+            means[blur] = json.loads((tmp_path / "r.json").read_text())["mean"]["bicubic_psnr"]
+            said = result.stdout.splitlines()[0]
+            assert said.startswith("degradation: " + ("Gaussian blur sigma 1, then " if blur else "MATLAB bicubic"))
+            assert ("not used" in said) == bool(blur)
+        assert means[1.0] < means[0] - 0.5, (folder, means)
+
+
+def test_weights_trained_with_blur_degrade_with_it_unless_overridden(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "blurred.pth"
+    torch.save({"model": build_model("9-5-5").state_dict(), "meta": {"scale": 3, "blur_sigma": 0.73}}, path)
+    Image.fromarray(textured_image(60, 60)).save(tmp_path / "a.png")
+    hr = modcrop(load_image(tmp_path / "a.png"), 3)
+    for extra, blur in (([], 0.73), (["--blur-sigma", 0], 0.0)):
+        result = run("test.py", "--image-file", tmp_path / "a.png", "--weights-file", path, "--output-dir", tmp_path, *extra)
+        assert result.returncode == 0, result.stderr
+        assert ("Gaussian blur sigma 0.73" in result.stdout) == bool(blur)
+        np.testing.assert_array_equal(load_image(tmp_path / "a_bicubic_x3.png"), degrade(hr, 3, blur)[1])

@@ -7,7 +7,7 @@ import pytest
 from conftest import need
 from skimage.metrics import structural_similarity
 
-from utils import (imresize, load_image, modcrop, psnr, rgb2ycbcr, shave, ssim, to_uint8, upscale_bicubic,
+from utils import (degrade, imresize, load_image, modcrop, psnr, rgb2ycbcr, shave, ssim, to_uint8, upscale_bicubic,
                    y_channel, ycbcr2rgb)
 
 SETS = [(name, scale) for name in ("Set5", "Set14") for scale in (2, 3, 4)]
@@ -19,20 +19,19 @@ def pairs(data, name, scale):
         yield load_image(hr_path), load_image(hr_path.with_name(hr_path.name.replace("_HR", "_LR")))
 
 
-@pytest.mark.parametrize("name,scale", SETS)
-def test_imresize_reproduces_matlab_downscaling(data, name, scale):
-    # Measured (gray levels): away from the outermost LR row/column, x3 is bit-exact and x2/x4 differ
-    # by at most 2 with a mean under 0.007; the outermost pixels differ by up to 11 in a few images
-    # (the distributed HR files were cropped after their LR was made), so the whole-image bound is a mean.
-    interior, whole = [], []
-    for hr, lr in pairs(data, name, scale):
-        diff = np.abs(imresize(hr, 1 / scale).astype(int) - lr)
-        interior.append(diff[1:-1, 1:-1].ravel())
-        whole.append(diff.ravel())
-    interior, whole = np.concatenate(interior), np.concatenate(whole)
-    assert interior.max() <= (0 if scale == 3 else 2)
-    assert interior.mean() < 0.01
-    assert whole.mean() < 0.025
+def test_degrade_reproduces_every_matlab_made_lr_file_bit_exactly(data):
+    """Every *_LR.png in the shared data from its *_HR.png: MATLAB's rounding (halves away from zero) and
+    its imresize's replicated edges; NumPy's half-to-even or mirrored edges change ~1% of the values."""
+    files = sorted(data.rglob("*_LR.png"))
+    assert len(files) >= 57  # Set5 and Set14 at x2, x3, x4
+    for lr_path in files:
+        scale = int(lr_path.parent.name.removeprefix("x"))
+        hr = load_image(lr_path.with_name(lr_path.name.replace("_LR", "_HR")))
+        np.testing.assert_array_equal(degrade(hr, scale)[0], load_image(lr_path), err_msg=str(lr_path))
+
+
+def test_rounding_is_matlabs():
+    assert to_uint8(np.array([0.5, 1.5, 2.5, 254.5, -0.5, 300.0])).tolist() == [1, 2, 3, 255, 0, 255]
 
 
 @pytest.mark.parametrize("name,scale", SETS)

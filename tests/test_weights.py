@@ -159,3 +159,38 @@ def test_archive_run_keeps_scalars_and_best_but_drops_images(tmp_path):
     assert [(e.step, e.value) for e in kept.Scalars("val/psnr")] == [(0, 30.0), (1, 31.0), (2, 32.0)]
 
     assert_clean_error(run_module("weights.archive_run", tmp_path / "training", dest), "no best.pth")
+
+
+def test_loss_study_trains_every_loss_equally_then_scores_and_draws(tmp_path):
+    """weights/loss_study.py end to end on tiny data: the blurred holopix patches, three losses for the same
+    number of steps from the same initialisation, then the table on three sets and the crop figure."""
+    import json
+
+    import numpy as np
+    from utils import degrade, load_image
+    data = tmp_path / "data"
+    for folder, count, size in (("SunHays80/train", 4, (130, 200)), ("SunHays80/val", 2, (96, 96))):
+        (data / folder).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(textured_image(*size, seed=i)).save(data / folder / f"im{i}.png")
+    for name in ("Set5", "Set14"):
+        (data / name / "x3").mkdir(parents=True)
+        hr = textured_image(60, 60, seed=9)
+        Image.fromarray(hr).save(data / name / "x3" / "a_HR.png")
+        Image.fromarray(degrade(hr, 3)[0]).save(data / name / "x3" / "a_LR.png")
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    result = run_module("weights.loss_study", "--data", data, "--patches", tmp_path / "p.h5", "--output-dir", runs,
+                        "--results-dir", results, "--epochs", 1, "--batch-size", 4, "--losses", "mse", "psnr", "weighted",
+                        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    states = {loss: torch.load(runs / loss / "last.pth", weights_only=True) for loss in ("mse", "psnr", "weighted")}
+    assert {state["step"] for state in states.values()} == {2}  # 8 patches, batch 4, one epoch each
+    assert all(state["meta"]["blur_sigma"] == 0.73 for state in states.values())
+    table = json.loads((results / "loss_study.json").read_text())["results"]
+    assert set(table) == {"SunHays80/val", "Set5/x3", "Set14/x3"}
+    for scores in table.values():
+        assert list(scores) == ["bicubic", "srcnn_x3.pth (T91, no blur)", "mse", "psnr", "weighted"]
+        assert all(0 < s["ssim"] <= 1 and 0 < s["ms_ssim"] <= 1 and s["psnr"] > 10 for s in scores.values())
+    crops = load_image(results / "loss_study_crops.png")
+    assert crops.shape[1] == 5 * 192 + 4 * 4 and crops.shape[0] > 4 * 192  # 5 columns, 4 rows of 2x crops
+    assert np.std(crops) > 10

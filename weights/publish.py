@@ -1,8 +1,10 @@
 """Turn a training checkpoint into shipped weights: the model state plus metadata with its protocol
 PSNR/SSIM on the benchmark sets, its entry in weights/manifest.json (with the file's sha256), and the
-model card's table regenerated from the manifest.
+model card's table regenerated from the manifest. Given a shipped file, it keeps that file's training
+record and scores it again (after a change to the protocol's code).
 
     python -m weights.publish runs/srcnn_x3/best.pth --scale 3 --data data
+    python -m weights.publish weights/fsrcnn_x3.pth --scale 3 --data data   # rescore a shipped file
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from inference import Upscaler
 from models import load_model, network_name
 
 PROTOCOL = "Y (MATLAB rgb2ycbcr), shave = scale, range 255"
+T91_PAPER_PRESET = "T91 (91 images), paper preset: 33x33 patches, stride 14"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", type=Path, help="best.pth or last.pth of a train.py run")
     parser.add_argument("--scale", type=int, required=True, choices=[2, 3, 4], help="upscaling factor")
     cli.add_data(parser)
-    parser.add_argument("--training-data", default="T91 (91 images), paper preset: 33x33 patches, stride 14",
-                        help="what the weights were trained on (stored in meta and the manifest)")
-    parser.add_argument("--history", help="how the weights were trained when it took several runs (stored in meta)")
+    parser.add_argument("--training-data", help="what the weights were trained on, stored in meta and the manifest "
+                        f"(default: the checkpoint's record, else {T91_PAPER_PRESET!r})")
+    parser.add_argument("--history", help="how the weights were trained when it took several runs "
+                        "(default: the checkpoint's record, if any)")
+    parser.add_argument("--name", help="the file name in weights/ (default: <network>_x<scale>.pth)")
     return parser
 
 
@@ -35,21 +40,25 @@ def main() -> None:
     args = build_parser().parse_args()
 
     model, meta = load_model(args.checkpoint, scale=args.scale)
-    color = meta.get("color", "y")
+    color, blur_sigma = meta.get("color", "y"), float(meta.get("blur_sigma", 0.0))
     scores = {}
-    for name in ("Set5", "Set14"):
-        mean = evaluate_dataset(Upscaler(model, "eager"), args.data / name / f"x{args.scale}", args.scale, color)["mean"]
+    for name in ("Set5", "Set14"):  # under the degradation the network was trained for
+        mean = evaluate_dataset(Upscaler(model, "eager"), args.data / name / f"x{args.scale}", args.scale, color,
+                                blur_sigma)["mean"]
         scores[name] = {"psnr": round(mean["psnr"], 4), "ssim": round(mean["ssim"], 4)}
-    out = WEIGHTS_DIR / f"{network_name(model, color)}_x{args.scale}.pth"
-    info = {**model.config(), "arch": meta.get("arch", "9-5-5"), "color": color,
-            "scale": args.scale, "training_data": args.training_data, "epochs": meta.get("epoch"),
-            "steps": meta.get("step"), "protocol": PROTOCOL, "benchmarks": scores,
-            **({"history": args.history} if args.history else {})}
+    out = WEIGHTS_DIR / (args.name or f"{network_name(model, color)}_x{args.scale}.pth")
+    history = args.history or meta.get("history")
+    info = {**model.config(), "arch": meta.get("arch", "9-5-5"), "color": color, "scale": args.scale,
+            "training_data": args.training_data or meta.get("training_data", T91_PAPER_PRESET),
+            "epochs": meta.get("epoch", meta.get("epochs")), "steps": meta.get("step", meta.get("steps")),
+            "protocol": PROTOCOL, "benchmarks": scores, **({"history": history} if history else {}),
+            **({"blur_sigma": meta["blur_sigma"]} if meta.get("blur_sigma") else {})}  # what test.py degrades with
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"model": model.state_dict(), "meta": info}, tmp)
     tmp.replace(out)
     manifest = read_manifest()
-    keys = ("model", "arch", "scale", "color", "padding", "channels", "benchmarks", "training_data", "history", "epochs", "steps")
+    keys = ("model", "arch", "scale", "color", "blur_sigma", "padding", "channels", "benchmarks", "training_data", "history",
+            "epochs", "steps")
     manifest[out.name] = {**{k: info[k] for k in keys if info.get(k) is not None}, "sha256": file_sha256(out)}
     write_manifest(manifest)
     write_card(WEIGHTS_DIR / "README.md", manifest)
