@@ -93,5 +93,8 @@ def eval_pairs(source: str | Path, scale: int, blur_sigma: float = 0.0) -> list[
     with open_h5(source, ("lr", "hr")) as f:
         if f.attrs.get("scale", scale) != scale:
             raise ValueError(f"{source}: made for scale {f.attrs['scale']}, not {scale}")
+        stored = float(f.attrs.get("blur_sigma", 0.0))
+        if abs(stored - blur_sigma) > 1e-9:  # its LR images are fixed: they cannot be made with another blur
+            raise ValueError(f"{source}: its LR images were made with blur sigma {stored:g}, not {blur_sigma:g}")
         return [(str(f["hr"][key].attrs.get("name", key)), f["hr"][key][()], f["lr"][key][()])
                 for key in sorted(f["hr"], key=int)]

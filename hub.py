@@ -38,10 +38,11 @@ def write_manifest(manifest: dict, path: Path = MANIFEST) -> None:
 
 def card_table(manifest: dict) -> str:
     """The model card's table of shipped files, PSNRs and checksums, as Markdown."""
-    rows = ["| file | scale | Set5 PSNR (dB) | Set14 PSNR (dB) | sha256 |", "|---|---|---|---|---|"]
-    for name, entry in manifest.items():
+    rows = ["| file | scale | blur sigma | Set5 PSNR (dB) | Set14 PSNR (dB) | sha256 |", "|---|---|---|---|---|---|"]
+    for name, entry in manifest.items():  # each scored under the blur it was trained with
         psnr = {s: entry["benchmarks"][s]["psnr"] for s in ("Set5", "Set14")}
-        rows.append(f"| `{name}` | {entry['scale']} | {psnr['Set5']:.2f} | {psnr['Set14']:.2f} | `{entry['sha256']}` |")
+        rows.append(f"| `{name}` | {entry['scale']} | {entry.get('blur_sigma', 0):g} | {psnr['Set5']:.2f} | "
+                    f"{psnr['Set14']:.2f} | `{entry['sha256']}` |")
     return "\n".join(rows)
 
 

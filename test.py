@@ -85,7 +85,9 @@ def degradation(args: argparse.Namespace, trained_blur: float) -> str:
     source = "" if args.blur_sigma == trained_blur else " (--blur-sigma; the weights were trained with " \
         f"{trained_blur:g})"
     line = f"degradation: {blur}MATLAB bicubic x{args.scale} of the HR image{source}"
-    if args.dataset:
+    if args.dataset and args.dataset.is_file():
+        line += f"; {args.dataset}'s stored LR images, checked to be made so"
+    elif args.dataset:
         line += "; the folder's *_LR images are not used" if args.blur_sigma else "; *_LR images used where the folder has them"
     return line
 
@@ -153,6 +155,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.json and not args.dataset:
         parser.error("--json needs --dataset")
+    if args.blur_sigma is not None and not 0 <= args.blur_sigma < float("inf"):
+        parser.error(f"--blur-sigma must be 0 or more, not {args.blur_sigma}")
     try:
         device = choose_device(args.device)
         model, meta, weights = load_weights(args)

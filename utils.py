@@ -321,16 +321,13 @@ def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> 
             lr_path = next((by_name[n] for n in (stem[:-3] + "_LR" + path.suffix, stem[:-3] + "_LR.png") if n in by_name), None)
             if lr_path is None:
                 raise ValueError(f"{path}: no matching _LR image")
-            if blur_sigma > 0:  # the shipped LR has no blur: make it from HR, as for any other image
-                hr = modcrop(load_image(path), scale)
-                yield stem[:-3], hr, degrade(hr, scale, blur_sigma)[0]
-                continue
             hr, lr = load_image(path), load_image(lr_path)
             if (hr.shape[0] != lr.shape[0] * scale or hr.shape[1] != lr.shape[1] * scale
                     or hr.shape[2:] != lr.shape[2:]):
                 raise ValueError(f"{path}: HR {hr.shape[1]}x{hr.shape[0]} is not {scale}x its LR "
                                  f"{lr.shape[1]}x{lr.shape[0]}; wrong --scale?")
-            yield stem[:-3], hr, lr
+            # the shipped LR has no blur: with one, LR is made from HR, as for any other image
+            yield stem[:-3], hr, degrade(hr, scale, blur_sigma)[0] if blur_sigma > 0 else lr
         else:
             hr = modcrop(load_image(path), scale)
             if min(hr.shape[:2]) < 2 * scale:

@@ -2,6 +2,7 @@ import pickle
 
 import h5py
 import numpy as np
+import pytest
 import torch
 from conftest import need, run
 from torch.utils.data import DataLoader
@@ -63,3 +64,5 @@ def test_eval_set_from_a_folder_equals_the_one_from_hdf5(data, tmp_path):
         np.testing.assert_array_equal(hr1, hr2)
         np.testing.assert_array_equal(lr1, lr2)
         assert hr1.dtype == lr1.dtype == np.uint8 and hr1.shape[0] == 4 * lr1.shape[0]
+    with pytest.raises(ValueError, match="made with blur sigma 0, not 0.73"):  # its stored LR cannot be re-blurred
+        eval_pairs(tmp_path / "e.h5", 4, blur_sigma=0.73)

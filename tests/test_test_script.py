@@ -118,6 +118,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, weights):
         (["--image-file", tmp_path / "missing.png"], ["missing.png", "no such file"]),
         (["--scale", 1], ["invalid choice: 1"]),
         (["--scale", 7], ["invalid choice: 7"]),
+        (["--blur-sigma", -1], ["--blur-sigma must be 0 or more"]),
     ]
     for args, fragments in cases:
         assert_clean_error(run("test.py", "--weights-file", weights, "--output-dir", tmp_path / "o", *args), *fragments)

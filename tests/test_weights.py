@@ -191,6 +191,10 @@ def test_loss_study_trains_every_loss_equally_then_scores_and_draws(tmp_path):
     for scores in table.values():
         assert list(scores) == ["bicubic", "srcnn_x3.pth (T91, no blur)", "mse", "psnr", "weighted"]
         assert all(0 < s["ssim"] <= 1 and 0 < s["ms_ssim"] <= 1 and s["psnr"] > 10 for s in scores.values())
+    assert table["SunHays80/val"]["mse"]["step"] == 2 and "step" not in table["SunHays80/val"]["bicubic"]
+    again = run_module("weights.loss_study", "--data", data, "--patches", tmp_path / "p.h5", "--output-dir", runs,
+                       "--results-dir", results, "--epochs", 2, "--batch-size", 4, "--losses", "mse")
+    assert_clean_error(again, "study.json records other settings")  # a rerun never mixes two schedules
     crops = load_image(results / "loss_study_crops.png")
     assert crops.shape[1] == 5 * 192 + 4 * 4 and crops.shape[0] > 4 * 192  # 5 columns, 4 rows of 2x crops
     assert np.std(crops) > 10

@@ -5,24 +5,28 @@
 The degradation is the reference setup's (Gaussian blur sigma 0.73, then MATLAB bicubic x3; 120x120
 patches every 78 pixels, `preprocess.py --preset holopix`), on SunHays80/train, the stand-in here for
 Holopix50k. Every loss (mse, psnr, weighted 0.4/0.5/0.1, ssim, ms-ssim) trains from the same
-initialisation (--init: by default the shipped T91 x3 network, so the five runs are fine-tunes that differ
-only in their loss; `--init none` starts from --seed's random weights, as the reference did, and needs
-many more epochs), on the same batches in the same order with the same flips and rotations, with the same
-optimiser (Adam, cosine schedule) for the same number of steps; best.pth is chosen by PSNR on SunHays80/val. The runs take turns, --round-epochs at a time, so all five advance together; rerunning
-the command continues every run from its last.pth (a stop, a crash or the end of a session loses at most
-the epoch in progress). --budget stops launching turns after that many seconds.
+initialisation (--init: by default the shipped T91 x3 network, so the five runs are fine-tunes that
+differ only in their loss; `--init none` starts from random weights (seed 123), as the reference did, and
+needs many more epochs), on the same batches in the same order with the same flips and rotations, with
+the same optimiser (Adam, cosine schedule) for the same number of steps; best.pth is chosen by PSNR on
+SunHays80/val. The runs take turns, --round-epochs at a time, so all five advance together; rerunning the
+command continues every run from its checkpoint (Ctrl-C or SIGTERM reach the running train.py, which
+saves mid-epoch; a crash loses at most the epoch in progress), and refuses other settings than the
+study's first run recorded in study.json. --budget: no turn starts after that many seconds.
 
 Once every run has finished its --epochs, the models, bicubic and the shipped T91 network
 (weights/srcnn_x3.pth, trained without blur) are scored by evaluate.py (PSNR, SSIM, MS-SSIM on Y) on
-SunHays80/val, Set5 x3 and Set14 x3 under the same blur: results/loss_study.{json,md}; and
-results/loss_study_crops.png shows the same detailed region of validation photos and bundled samples as
-bicubic | mse | weighted | psnr | original, each with its PSNR. `--score-only` does these two with the
+SunHays80/val, Set5 x3 and Set14 x3 under the same blur: results/loss_study.{json,md}, each run by its
+best.pth (so the SunHays80/val column, which also chose it, is optimistic), with the step it came from;
+and results/loss_study_crops.png shows the same detailed region of validation photos and bundled samples
+as bicubic | mse | weighted | psnr | original, each with its PSNR. `--score-only` does these two with the
 runs' best.pth as they are (a study in progress).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -51,7 +55,8 @@ FIGURE_METHODS = ("mse", "weighted", "psnr")  # the reference README's figure: b
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     cli.add_data(parser)
-    cli.add_output_dir(parser, Path("runs/loss_study"), "one train.py run folder per loss")
+    cli.add_output_dir(parser, Path("weights/training/loss_study"),
+                       "one train.py run folder per loss, kept in the repo so that a later session continues them")
     parser.add_argument("--patches", type=Path, default=Path("output/SunHays80_train_x3_blur.h5"),
                         help="the training patch file (made by preprocess.py when missing)")
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES), help="the losses to train")
@@ -86,11 +91,40 @@ def train_command(args: argparse.Namespace, loss: str, max_steps: int) -> list[s
             str(args.batch_size), "--augment", "--in-memory", "--workers", "0", "--seed", "123", "--max-steps",
             str(max_steps), "--image-every", "5", "--device", args.device, "--output-dir", str(run_dir),
             *(["--init", args.init] if args.init != "none" else []),
-            *(["--resume"] if (run_dir / "last.pth").exists() else [])]
+            *(["--resume"] if has_checkpoint(run_dir) else [])]
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """last.pth, or the previous-last.pth a kill between two renames can leave alone."""
+    return any((run_dir / name).exists() for name in ("last.pth", "previous-last.pth"))
 
 
 def steps_done(run_dir: Path) -> int:
-    return load_checkpoint(run_dir / "last.pth")["step"] if (run_dir / "last.pth").exists() else 0
+    return load_checkpoint(run_dir / "last.pth")["step"] if has_checkpoint(run_dir) else 0
+
+
+def run_to_the_end(command: list[str]) -> int:
+    """A child process that gets our SIGINT/SIGTERM and is waited for, so train.py can save before exiting."""
+    child = subprocess.Popen(command)
+    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """The first run of the study records its settings; a rerun with others would mix them, so it is refused."""
+    settings = {key: str(getattr(args, key)) for key in ("patches", "epochs", "batch_size", "lr", "init")}
+    record = args.output_dir / "study.json"
+    if record.exists() and json.loads(record.read_text()) != settings:
+        recorded = ", ".join(f"{key} {value}" for key, value in json.loads(record.read_text()).items())
+        raise SystemExit(f"error: {record} records other settings ({recorded}); "
+                         f"use them or another --output-dir")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=1) + "\n")
 
 
 def train_in_turns(args: argparse.Namespace, steps_per_epoch: int) -> bool:
@@ -102,14 +136,18 @@ def train_in_turns(args: argparse.Namespace, steps_per_epoch: int) -> bool:
         behind = {loss: steps for loss, steps in behind.items() if steps < total}
         if not behind:
             return True
-        if args.budget and time.monotonic() - started > args.budget:
-            return False
         target = min(total, (min(behind.values()) // steps_per_epoch + args.round_epochs) * steps_per_epoch)
         for loss, steps in behind.items():
-            if steps < target:
-                print(f"loss_study: {loss}, steps {steps} -> {target} of {total}", flush=True)
-                if subprocess.run(train_command(args, loss, target)).returncode:
-                    raise SystemExit(f"error: train.py --loss {loss} failed (its message is above)")
+            if steps >= target:
+                continue
+            if args.budget and time.monotonic() - started > args.budget:
+                return False
+            print(f"loss_study: {loss}, steps {steps} -> {target} of {total}", flush=True)
+            code = run_to_the_end(train_command(args, loss, target))
+            if code:
+                raise SystemExit(code if code > 128 else f"error: train.py --loss {loss} failed (its message is above)")
+            if steps_done(args.output_dir / loss) <= steps:
+                raise SystemExit(f"error: train.py --loss {loss} made no progress past step {steps}")
 
 
 def networks(args: argparse.Namespace) -> dict[str, Path]:
@@ -132,25 +170,28 @@ def score(args: argparse.Namespace) -> dict:
                                   progress=f"{name} {label}")["mean"]
             table["bicubic"] = {key: mean[f"bicubic_{key}"] for key in ("psnr", "ssim", "ms_ssim")}
             table[label] = {key: mean[key] for key in ("psnr", "ssim", "ms_ssim")}
+            table[label]["step"] = load_model(path)[1].get("step")  # where its best.pth comes from
         results[name] = {"bicubic": table.pop("bicubic"), **table}
     return results
 
 
 def markdown(results: dict, steps: int, batch: int) -> str:
     header = " | ".join(f"{name} PSNR / SSIM / MS-SSIM" for name in SETS)
-    lines = [f"Blur {BLUR_SIGMA} + MATLAB bicubic x{SCALE}; every loss {steps} steps of batch {batch} from the same "
-             "initialisation, on the same batches.", "",
-             f"| method | {header} |", "|---|" + "---|" * len(SETS)]
+    lines = [f"Blur {BLUR_SIGMA} + MATLAB bicubic x{SCALE}; every loss trained {steps} steps of batch {batch} from the "
+             "same initialisation on the same batches; each scored by its best.pth, chosen by SunHays80/val PSNR (so "
+             "that column is optimistic).", "",
+             f"| method | best.pth at step | {header} |", "|---|---|" + "---|" * len(SETS)]
     for method in results[SETS[0]]:
         cells = [" / ".join(f"{results[name][method][k]:.{2 if k == 'psnr' else 4}f}" for k in ("psnr", "ssim", "ms_ssim"))
                  for name in SETS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | {results[SETS[0]][method].get('step') or ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def figure_rows(args: argparse.Namespace) -> list[list[tuple[str, np.ndarray]]]:
     """Two validation photos and two bundled samples, each as bicubic | the FIGURE_METHODS | original."""
-    models = {loss: Upscaler(load_model(args.output_dir / loss / "best.pth")[0], "eager") for loss in FIGURE_METHODS}
+    models = {loss: Upscaler(load_model(args.output_dir / loss / "best.pth")[0], "eager")
+              for loss in FIGURE_METHODS if loss in args.losses}
     images = [(name, hr) for name, hr, _ in eval_pairs(args.data / "SunHays80" / "val", SCALE)[:2]]
     images += [(name, modcrop(getattr(skimage_data, name)(), SCALE)) for name in ("astronaut", "chelsea")]
     rows = []
@@ -174,10 +215,17 @@ def write_results(args: argparse.Namespace, steps: int) -> None:
 
 
 def main() -> None:
-    args = build_parser().parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
+    if min(args.epochs, args.round_epochs, args.batch_size) < 1:
+        parser.error("--epochs, --round-epochs and --batch-size must be at least 1")
     make_patches(args)
     with h5py.File(args.patches, "r") as f:
         steps_per_epoch = len(f["hr"]) // args.batch_size  # as train.py counts them
+        if (f.attrs.get("blur_sigma"), f.attrs.get("scale")) != (BLUR_SIGMA, SCALE):
+            raise SystemExit(f"error: {args.patches} was made with blur {f.attrs.get('blur_sigma')} and scale "
+                             f"{f.attrs.get('scale')}, not the study's {BLUR_SIGMA} and x{SCALE}")
+    check_settings(args)
     if not args.score_only and not train_in_turns(args, steps_per_epoch):
         print(f"loss_study: budget spent; rerun the same command to continue from {args.output_dir}/*/last.pth")
         return

@@ -29,10 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=int, required=True, choices=[2, 3, 4], help="upscaling factor")
     cli.add_data(parser)
     parser.add_argument("--training-data", help="what the weights were trained on, stored in meta and the manifest "
-                        f"(default: the checkpoint's record, else {T91_PAPER_PRESET!r})")
+                        f"(default: the checkpoint's record or patch file, else {T91_PAPER_PRESET!r})")
     parser.add_argument("--history", help="how the weights were trained when it took several runs "
                         "(default: the checkpoint's record, if any)")
-    parser.add_argument("--name", help="the file name in weights/ (default: <network>_x<scale>.pth)")
+    parser.add_argument("--name", help="the file name in weights/ (default: <network>[_blur]_x<scale>.pth)")
     return parser
 
 
@@ -46,10 +46,11 @@ def main() -> None:
         mean = evaluate_dataset(Upscaler(model, "eager"), args.data / name / f"x{args.scale}", args.scale, color,
                                 blur_sigma)["mean"]
         scores[name] = {"psnr": round(mean["psnr"], 4), "ssim": round(mean["ssim"], 4)}
-    out = WEIGHTS_DIR / (args.name or f"{network_name(model, color)}_x{args.scale}.pth")
+    blurred = "_blur" if blur_sigma else ""  # never overwrites the T91 file that is trained without blur
+    out = WEIGHTS_DIR / (args.name or f"{network_name(model, color)}{blurred}_x{args.scale}.pth")
     history = args.history or meta.get("history")
     info = {**model.config(), "arch": meta.get("arch", "9-5-5"), "color": color, "scale": args.scale,
-            "training_data": args.training_data or meta.get("training_data", T91_PAPER_PRESET),
+            "training_data": args.training_data or meta.get("training_data", meta.get("train_file", T91_PAPER_PRESET)),
             "epochs": meta.get("epoch", meta.get("epochs")), "steps": meta.get("step", meta.get("steps")),
             "protocol": PROTOCOL, "benchmarks": scores, **({"history": history} if history else {}),
             **({"blur_sigma": meta["blur_sigma"]} if meta.get("blur_sigma") else {})}  # what test.py degrades with
