@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-every", type=int, default=100, help="steps between training-metric logs")
     parser.add_argument("--eval-every", type=int, default=1,
                         help="epochs between validations (and best.pth updates); the last epoch is always validated")
-    parser.add_argument("--image-every", type=int, default=5, help="epochs between image and filter logs")
+    parser.add_argument("--image-every", type=int, default=5, help="epochs between image and filter logs; 0: none")
     parser.add_argument("--in-memory", action="store_true",
                         help="read the whole patch file into memory first (for files that fit, e.g. on a GPU)")
     return parser
@@ -86,7 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.output_dir = args.output_dir or Path("runs") / f"{'fsrcnn' if args.arch.startswith('fsrcnn') else 'srcnn'}_x{args.scale}"
-    for name in ("batch_size", "epochs", "log_every", "eval_every", "image_every"):
+    if args.image_every < 0:
+        parser.error("--image-every must be 0 (no images) or more")
+    for name in ("batch_size", "epochs", "log_every", "eval_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -413,7 +415,8 @@ def end_epoch(run: Training, epoch: int, started: float, stopping: bool) -> None
         run.scheduler.step()
         p.batches_done = 0
     if run.writer and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or stopping):
-        with_strip = epoch >= p.next_images  # the first validation logs images, then one every --image-every epochs
+        # the first validation logs images, then one every --image-every epochs
+        with_strip = args.image_every > 0 and epoch >= p.next_images
         if with_strip:
             p.next_images = epoch + args.image_every
         scores = validate(run, with_strip)

@@ -112,7 +112,8 @@ def test_in_memory_training_equals_streaming_and_eval_every_skips_validations(tm
     common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0, "--augment",
               "--lr", 1e-3, "--epochs", 4]
     streamed = run("train.py", *common, "--output-dir", tmp_path / "streamed")
-    in_memory = run("train.py", *common, "--output-dir", tmp_path / "in_memory", "--in-memory", "--eval-every", 3)
+    in_memory = run("train.py", *common, "--output-dir", tmp_path / "in_memory", "--in-memory", "--eval-every", 3,
+                    "--image-every", 0)
     assert streamed.returncode == 0 and in_memory.returncode == 0, streamed.stderr + in_memory.stderr
     a = torch.load(tmp_path / "streamed" / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "in_memory" / "last.pth", weights_only=True)
@@ -123,6 +124,13 @@ def test_in_memory_training_equals_streaming_and_eval_every_skips_validations(tm
     assert validated(streamed) == ["epoch 1", "epoch 2", "epoch 3", "epoch 4"]
     assert validated(in_memory) == ["epoch 3", "epoch 4"]  # every 3rd epoch, and always the last
     assert "epoch 1: step 12," in in_memory.stdout
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    logged = {}
+    for name in ("streamed", "in_memory"):
+        events = EventAccumulator(str(tmp_path / name), size_guidance={"images": 0})
+        events.Reload()
+        logged[name] = events.Tags()["images"]
+    assert "val/bicubic_srcnn_hr" in logged["streamed"] and logged["in_memory"] == []  # --image-every 0: none
 
 
 def free_port() -> int:

@@ -89,7 +89,7 @@ def train_command(args: argparse.Namespace, loss: str, max_steps: int) -> list[s
             str(args.data / "SunHays80" / "val"), "--scale", str(SCALE), "--loss", loss, "--padding", "valid",
             "--lr", str(args.lr), "--lr-schedule", "cosine", "--epochs", str(args.epochs), "--batch-size",
             str(args.batch_size), "--augment", "--in-memory", "--workers", "0", "--seed", "123", "--max-steps",
-            str(max_steps), "--image-every", "5", "--device", args.device, "--output-dir", str(run_dir),
+            str(max_steps), "--image-every", "0", "--device", args.device, "--output-dir", str(run_dir),
             *(["--init", args.init] if args.init != "none" else []),
             *(["--resume"] if has_checkpoint(run_dir) else [])]
 
