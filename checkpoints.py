@@ -1,6 +1,6 @@
 """Writing and reading training checkpoints so that no crash, kill or full disk loses a run: every file
-goes through a temporary name and a rename, and the checkpoint it replaces is kept until the new one is
-complete."""
+goes through files.atomic_write (temporary name, fsync, rename), and the checkpoint it replaces is kept
+as previous-<name> until the new one is complete."""
 from __future__ import annotations
 
 import sys
@@ -8,29 +8,37 @@ from pathlib import Path
 
 import torch
 
+from files import WriteError, atomic_write, previous_path
+
 
 def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
-    """torch.save through a temporary file, so a crash or a full disk never leaves a half-written file;
-    with `keep_previous`, the file it replaces stays as previous-<name> until the new one is complete."""
-    tmp = path.with_name(path.name + ".tmp")
+    """torch.save that never leaves a half-written file; with `keep_previous`, the file it replaces stays
+    as previous-<name>. A failed write (torch reports a full disk as a RuntimeError) is a one-line exit."""
     try:
-        torch.save(obj, tmp)
-        if keep_previous and path.exists():
-            path.replace(path.with_name(f"previous-{path.name}"))
-        tmp.replace(path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise SystemExit(f"error: cannot write {path}: {err.strerror or err}") from None
+        with atomic_write(path, keep_previous) as tmp:
+            torch.save(obj, tmp)
+    except WriteError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def first_line(err: BaseException) -> str:
+    """An exception in a few words: its first line, or its type when it has no message (EOFError)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def load_checkpoint(path: Path) -> dict:
-    """last.pth, or previous-last.pth with a warning when last.pth is missing or corrupt."""
-    previous = path.with_name(f"previous-{path.name}")
+    """last.pth, or previous-last.pth with a warning when last.pth is missing, empty or corrupt."""
+    previous = previous_path(path)
     for candidate in (path, previous):
         try:
-            return torch.load(candidate, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
+            state = torch.load(candidate, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         except FileNotFoundError:
             continue
-        except Exception as err:  # a truncated or garbled file
-            print(f"warning: {candidate} is unreadable ({str(err).splitlines()[0]}); trying {previous.name}", file=sys.stderr)
+        except Exception as err:  # a truncated, empty or garbled file
+            print(f"warning: {candidate} is unreadable ({first_line(err)}); trying {previous.name}", file=sys.stderr)
+            continue
+        if isinstance(state, dict) and {"model", "optimizer", "step", "epoch"} <= state.keys():
+            return state
+        print(f"warning: {candidate} is not a training checkpoint; trying {previous.name}", file=sys.stderr)
     raise SystemExit(f"error: --resume: no readable {path} or {previous}")

@@ -1,7 +1,9 @@
 """Training patches from HDF5 as float tensors in [0, 1], and whole validation images as uint8 arrays."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
 import h5py
 import numpy as np
 import torch
@@ -25,6 +27,48 @@ def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
     return f
 
 
+PATCH_ATTRIBUTES = ("scale", "blur_sigma", "color", "patch_size", "lr_patch_size", "lr_size")  # preprocess.py writes them
+
+
+def check_patches(f: h5py.File, path: str | Path) -> None:
+    """Refuse, before any training, a patch file that would train to nonsense: attributes missing, patches
+    that are not uint8, LR and HR counts or shapes that do not pair up as the attributes say."""
+    missing = [name for name in PATCH_ATTRIBUTES if name not in f.attrs]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(missing)} attribute(s): not a preprocess.py patch file")
+    lr, hr, attrs = f["lr"], f["hr"], f.attrs
+    if lr.dtype != np.uint8 or hr.dtype != np.uint8:
+        raise ValueError(f"{path}: patches are {lr.dtype}/{hr.dtype}, not uint8 as preprocess.py writes them")
+    if len(lr) != len(hr) or len(lr) == 0:
+        raise ValueError(f"{path}: {len(lr)} lr and {len(hr)} hr patches" + ("" if len(lr) else "; it holds none"))
+    channels = 1 if attrs["color"] == "y" else 3
+    shape = lambda side: (side, side) if channels == 1 else (channels, side, side)
+    lr_side, hr_side = int(attrs["lr_patch_size"]), int(attrs["patch_size"])
+    lr_ok = lr_side * (int(attrs["scale"]) if attrs["lr_size"] else 1) == hr_side
+    if not lr_ok or lr.shape[1:] != shape(lr_side) or hr.shape[1:] != shape(hr_side):
+        raise ValueError(f"{path}: lr patches {lr.shape[1:]} and hr patches {hr.shape[1:]} do not match its attributes "
+                         f"(patch_size {hr_side}, lr_patch_size {lr_side}, color {attrs['color']}, scale {attrs['scale']})")
+
+
+def verify_checksums(f: h5py.File, path: str | Path, keep: bool) -> dict[str, np.ndarray] | None:
+    """Read every patch once, so that HDF5 checks each chunk's Fletcher-32 checksum (preprocess.py stores
+    them): flipped bytes stop the run now, not mid-epoch. With `keep`, returns the arrays (read whole);
+    otherwise reads in blocks, so a file larger than memory stays on disk. Files without checksums (made
+    before preprocess.py stored them) are read unverified, with a warning."""
+    if not all(f[name].fletcher32 for name in ("lr", "hr")):
+        print(f"warning: {path} has no checksums (an older preprocess.py made it); its bytes are not verified",
+              file=sys.stderr)
+    try:
+        if keep:
+            return {name: f[name][()] for name in ("lr", "hr")}
+        for name in ("lr", "hr"):
+            for start in range(0, len(f[name]), 1024):
+                f[name][start:start + 1024]  # reading is the check
+        return None
+    except OSError as err:
+        raise ValueError(f"{path}: its patch data is corrupt ({str(err).splitlines()[0]}); make it again") from None
+
+
 class PatchDataset(Dataset):
     """(lr, hr) patches from a preprocess.py file, C x p x p and C x P x P in [0, 1] (C = 1 for Y, 3 for
     YCbCr/RGB; p = P, or P / scale for a --lr-size file).
@@ -39,14 +83,10 @@ class PatchDataset(Dataset):
     def __init__(self, path: str | Path, in_memory: bool = False) -> None:
         self.path, self.file = str(path), None
         with open_h5(path, ("lr", "hr")) as f:
-            if len(f["lr"]) != len(f["hr"]):
-                raise ValueError(f"{path}: {len(f['lr'])} lr but {len(f['hr'])} hr patches")
-            self.length = len(f["lr"])
             self.attrs = dict(f.attrs)
-            if in_memory:
-                self.file = {"lr": f["lr"][()], "hr": f["hr"][()]}
-        if self.length == 0:
-            raise ValueError(f"{path}: holds no patches")
+            check_patches(f, path)
+            self.length = len(f["lr"])
+            self.file = verify_checksums(f, path, keep=in_memory)
 
     def __len__(self) -> int:
         return self.length
@@ -84,17 +124,40 @@ def augment_pairs(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator
     return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
 
 
+MIN_MEASURED_SIDE = 11  # an image must keep one 11x11 SSIM window once `scale` pixels are shaved from each side
+
+
 def eval_pairs(source: str | Path, scale: int, blur_sigma: float = 0.0) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Whole validation images as (name, hr, lr) uint8 arrays, what evaluate.evaluate_pairs scores:
     from a preprocess.py `--eval` HDF5 file, or a folder read by `benchmark_pairs` (*_HR/*_LR pairs as
-    Set5/Set14 ship, or HR images degraded with `blur_sigma` and MATLAB bicubic)."""
-    if Path(source).is_dir():
-        return list(benchmark_pairs(source, scale, blur_sigma))
+    Set5/Set14 ship, or HR images degraded with `blur_sigma` and MATLAB bicubic). Every pair is checked
+    to be measurable here, so that a bad validation set stops a training run before its first epoch."""
+    pairs = list(benchmark_pairs(source, scale, blur_sigma)) if Path(source).is_dir() else eval_file_pairs(source, scale, blur_sigma)
+    if not pairs:
+        raise ValueError(f"{source}: no HR images to evaluate (only *_LR images?)")
+    for name, hr, lr in pairs:
+        if hr.dtype != np.uint8 or lr.dtype != np.uint8:
+            raise ValueError(f"{source}: {name}: images are {hr.dtype}/{lr.dtype}, not uint8")
+        if hr.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale) or hr.shape[2:] != lr.shape[2:]:
+            raise ValueError(f"{source}: {name}: HR {hr.shape} is not {scale}x its LR {lr.shape}")
+        if min(hr.shape[:2]) - 2 * scale < MIN_MEASURED_SIDE:
+            raise ValueError(f"{source}: {name}: {hr.shape[1]}x{hr.shape[0]} is too small to measure at x{scale} "
+                             f"(SSIM needs {MIN_MEASURED_SIDE + 2 * scale} pixels a side)")
+    return pairs
+
+
+def eval_file_pairs(source: str | Path, scale: int, blur_sigma: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The pairs of a preprocess.py --eval file, whose stored LR images must have been made with `blur_sigma`."""
     with open_h5(source, ("lr", "hr")) as f:
+        if not all(isinstance(f[name], h5py.Group) for name in ("lr", "hr")):
+            raise ValueError(f"{source}: holds training patches, not whole images: make validation files with "
+                             "preprocess.py --eval")
         if f.attrs.get("scale", scale) != scale:
             raise ValueError(f"{source}: made for scale {f.attrs['scale']}, not {scale}")
         stored = float(f.attrs.get("blur_sigma", 0.0))
         if abs(stored - blur_sigma) > 1e-9:  # its LR images are fixed: they cannot be made with another blur
             raise ValueError(f"{source}: its LR images were made with blur sigma {stored:g}, not {blur_sigma:g}")
+        if sorted(f["hr"]) != sorted(f["lr"]):
+            raise ValueError(f"{source}: its lr and hr groups hold different images")
         return [(str(f["hr"][key].attrs.get("name", key)), f["hr"][key][()], f["lr"][key][()])
                 for key in sorted(f["hr"], key=int)]

@@ -16,10 +16,12 @@ each factor (MATLAB bicubic) as the FSRCNN paper's data augmentation does.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import multiprocessing
 import multiprocessing.pool
 import os
+import shutil
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -31,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 import cli
+from files import LockedError, WriteError, check_writable, fsync_path, hold_lock, make_folder, reason
 from utils import MAX_PIXELS, ImageError, benchmark_pairs, degrade, imresize, list_images, load_image, modcrop, to_color, to_uint8
 
 PRESETS = {  # patch size, stride, blur sigma
@@ -97,10 +100,22 @@ def patch_datasets(out: h5py.File, lr_side: int, hr_side: int, channels: int) ->
         shape = lambda side: (channels, side, side) if channels > 1 else (side, side)
         for name, side in (("lr", lr_side), ("hr", hr_side)):
             out.create_dataset(name, shape=(0, *shape(side)), maxshape=(None, *shape(side)), dtype=np.uint8,
-                               chunks=(1, *shape(side)))
+                               chunks=(1, *shape(side)), fletcher32=True)  # per-patch checksums, checked on every read
         out.create_dataset("sources", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
         out.create_dataset("source_patches", shape=(0,), maxshape=(None,), dtype=np.int64)
     return [out[name] for name in ("lr", "hr", "sources", "source_patches")]
+
+
+SPARE_BYTES = 4 << 20  # kept free beyond each write, for HDF5's own metadata and the final flush
+
+
+def ensure_space(out: h5py.File, needed: int) -> None:
+    """Stop, before writing, when the disk cannot take `needed` more bytes: HDF5 crashes the process
+    (a segmentation fault) instead of raising when the disk fills under it."""
+    free = shutil.disk_usage(Path(out.filename).resolve().parent).free
+    if free < needed * 1.1 + SPARE_BYTES:
+        raise OSError(errno.ENOSPC, f"No space left on device ({free / 1e6:.1f} MB free, the next image needs "
+                                    f"{needed / 1e6:.1f} MB)")
 
 
 def append(dataset: h5py.Dataset, rows: np.ndarray) -> None:
@@ -133,6 +148,7 @@ def write_patches(out: h5py.File, results, root: Path, progress: tqdm) -> tuple[
             tqdm.write(f"warning: {result}; skipped", file=sys.stderr)
             continue
         lr, hr = result
+        ensure_space(out, lr.nbytes + hr.nbytes)
         append(lr_set, lr)
         append(hr_set, hr)
         append(sources, np.array([str(path.relative_to(root)) if path.is_relative_to(root) else str(path)], dtype=object))
@@ -162,6 +178,7 @@ def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, prog
     count = 0
     for name, hr, lr in benchmark_pairs(folder, scale, blur_sigma):
         progress.update()
+        ensure_space(out, hr.nbytes + lr.nbytes)
         for group, image in (("lr", lr), ("hr", hr)):
             out.create_dataset(f"{group}/{count}", data=image).attrs["name"] = name
         count += 1
@@ -194,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its OUTPUT.partial file (same images and settings)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh, deleting an interrupted run's OUTPUT.partial file")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes cutting images (default: the CPU count)")
     return parser
@@ -215,6 +234,8 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--downscale augments training patches, not --eval images")
     if args.eval and args.holopix50k:
         parser.error("--eval reads a folder of images (--images)")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues OUTPUT.partial, --overwrite deletes it: choose one")
     if args.images and not args.images.is_dir():
         parser.error(f"--images {args.images}: not a folder")
     args.color = "y" if args.channels == 1 else args.color
@@ -273,12 +294,28 @@ def fill(out: h5py.File, args: argparse.Namespace, paths: list[Path], resuming: 
 
 
 def write_file(args: argparse.Namespace, paths: list[Path], output: Path, total: int) -> tuple[int, list[str]]:
-    """Fill OUTPUT.partial and rename it to OUTPUT once complete; a partial file the user asked to continue
-    (or an interrupted one) is kept for --resume, any other is removed on error."""
+    """Fill OUTPUT.partial and rename it to OUTPUT once complete, holding a lock on OUTPUT all the while so
+    that a second preprocess.py cannot touch it. A partial file is removed only by the process that created
+    it, and only when it cannot be resumed; an interrupted run's partial file is never discarded unasked."""
     partial_path = output.with_name(output.name + ".partial")
-    resuming = args.resume and partial_path.exists()
-    if args.resume and not resuming:
-        print(f"--resume: no {partial_path}; starting afresh", file=sys.stderr)
+    try:
+        check_writable(output.parent)
+        with hold_lock(output.with_name(f".{output.name}.lock"), str(output)):
+            resuming = args.resume and partial_path.exists()
+            if args.resume and not resuming:
+                print(f"--resume: no {partial_path}; starting afresh", file=sys.stderr)
+            if partial_path.exists() and not (args.resume or args.overwrite):
+                raise SystemExit(f"error: {partial_path} holds an interrupted run: continue it with --resume, "
+                                 "or start afresh with --overwrite")
+            return fill_partial(args, paths, partial_path, output, total, resuming)
+    except (WriteError, LockedError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def fill_partial(args: argparse.Namespace, paths: list[Path], partial_path: Path, output: Path, total: int,
+                 resuming: bool) -> tuple[int, list[str]]:
+    """fill() into the partial file, fsynced and renamed to `output` when complete. On a kill or a full disk
+    a patch file keeps its partial file for --resume; on any other failure, one this run created is removed."""
     keep_partial = resuming  # a partial file the user asked to continue is theirs: never deleted on error
     progress = tqdm(total=total, desc=f"preprocess x{args.scale}", unit="img")
     try:
@@ -287,7 +324,9 @@ def write_file(args: argparse.Namespace, paths: list[Path], output: Path, total:
         progress.close()
         if count == 0:
             raise SystemExit(f"error: no {'images' if args.eval else 'patches'} written: all {len(paths)} images were skipped")
+        fsync_path(partial_path)  # on disk before its name says it is complete
         partial_path.replace(output)
+        fsync_path(output.parent, directory=True)
         return count, skipped
     except KeyboardInterrupt:
         keep_partial = not args.eval
@@ -295,7 +334,9 @@ def write_file(args: argparse.Namespace, paths: list[Path], output: Path, total:
     except (ImageError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     except OSError as err:  # a full disk, an unwritable folder, a partial file a kill left unreadable
-        raise SystemExit(f"error: cannot write {output}: {err.strerror or err}") from None
+        keep_partial = keep_partial or (err.errno == errno.ENOSPC and not args.eval)
+        hint = f"; {partial_path} is kept: free some space and continue with --resume" if keep_partial and not resuming else ""
+        raise SystemExit(f"error: cannot write {output}: {reason(err, output.parent)}{hint}") from None
     finally:
         progress.close()
         if not keep_partial:
@@ -311,9 +352,9 @@ def main() -> None:
         parser.error(f"{root}: no images found (png, jpg, bmp, tif)")
     output = args.output or default_output(args)
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        parser.error(f"cannot create {output.parent}: {err.strerror}")
+        make_folder(output.parent)
+    except WriteError as err:
+        raise SystemExit(f"error: {err}") from None
     total = sum(not p.stem.endswith("_LR") for p in paths) if args.eval else len(paths)  # an LR file is no image of its own
     count, skipped = write_file(args, paths, output, total)
     print(f"wrote {output}: {count} {'images' if args.eval else 'patch pairs'} from {total - len(skipped)} images"

@@ -10,12 +10,14 @@ Validation is evaluate.py's, the same code test.py scores with (Y channel, outpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ import cli
 import losses
 from checkpoints import load_checkpoint, save_atomic
 from datasets import PatchDataset, augment_pairs, eval_pairs
+from files import LockedError, WriteError, check_writable, hold_lock, make_folder
 from evaluate import evaluate_pairs, upscale
 from inference import MEMORY_FORMATS, Upscaler, choose_device
 from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, load_model
@@ -72,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_device(parser)
     parser.add_argument("--memory-format", choices=sorted(MEMORY_FORMATS), default="channels_last",
                         help="tensor layout of the convolutions (docs/speed.md compares them)")
-    parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/last.pth")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <output-dir>/last.pth (with the settings it was started with)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --output-dir holding another run's checkpoints: deletes them and its logs")
     parser.add_argument("--log-every", type=int, default=100, help="steps between training-metric logs")
     parser.add_argument("--eval-every", type=int, default=1,
                         help="epochs between validations (and best.pth updates); the last epoch is always validated")
@@ -88,10 +94,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.output_dir = args.output_dir or Path("runs") / f"{'fsrcnn' if args.arch.startswith('fsrcnn') else 'srcnn'}_x{args.scale}"
     if args.image_every < 0:
         parser.error("--image-every must be 0 (no images) or more")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --output-dir, --overwrite deletes it: choose one")
     for name in ("batch_size", "epochs", "log_every", "eval_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
+
+
+# What a run is: a resumed run must be given the same (--epochs too under a cosine schedule, whose shape it
+# sets); --max-steps, --workers, --device, --eval-file and the logging intervals may change between turns.
+RUN_SETTINGS = ("train_file", "scale", "arch", "padding", "paper_init", "loss", "loss_weights", "optimizer", "lr",
+                "last_lr_ratio", "lr_schedule", "momentum", "augment", "batch_size", "seed")
 
 
 @dataclass
@@ -173,6 +187,9 @@ def load_data(args: argparse.Namespace) -> tuple[PatchDataset, list, str, float]
     if bool(train_set.attrs.get("lr_size", False)) != is_fsrcnn:
         raise SystemExit(f"error: {args.train_file}: --arch {args.arch} needs patches made "
                          f"{'with' if is_fsrcnn else 'without'} preprocess.py --lr-size")
+    if len(train_set) < args.batch_size:
+        raise SystemExit(f"error: {args.train_file} holds {len(train_set)} patches, fewer than one batch of "
+                         f"--batch-size {args.batch_size}")
     if args.loss == "ms-ssim":
         losses.ms_ssim_window(int(train_set.attrs.get("patch_size", 33)))  # fails early if patches are too small
     return train_set, pairs, str(train_set.attrs.get("color", "y")), blur_sigma
@@ -212,9 +229,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def set_up(args: argparse.Namespace) -> Training:
-    """Processes, data, network, optimiser and run folder: everything before the first step."""
-    rank, world, device = setup_distributed(args.device)
+def set_up(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> Training:
+    """Data, network and optimiser: everything before the first step."""
     if args.batch_size % world:
         raise SystemExit(f"error: --batch-size {args.batch_size} (the global batch) is not divisible by {world} processes")
     torch.manual_seed(args.seed)
@@ -224,19 +240,58 @@ def set_up(args: argparse.Namespace) -> Training:
     model, net = make_model(args, color, device, world)
     optimizer = make_optimizer(model, args)
     meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "blur_sigma": blur_sigma,
-            "train_file": str(args.train_file)}
-    try:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SystemExit(f"error: cannot create {args.output_dir}: {err.strerror}") from None
+            "train_file": str(args.train_file), "train_patches": len(train_set)}
     return Training(args, rank, world, device, train_set, pairs, color, model, net, optimizer, make_scheduler(optimizer, args),
                torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
                losses.get_loss(args.loss, tuple(args.loss_weights)), meta)
 
 
+RUN_FILES = ("last.pth", "previous-last.pth", "best.pth")  # what makes a folder a run's
+
+
+@contextlib.contextmanager
+def own_run_folder(args: argparse.Namespace, rank: int) -> Iterator[None]:
+    """The run folder, for this run alone while it lasts: created and checked writable, locked against a
+    second train.py, and refused when it holds another run's checkpoints unless --resume continues that
+    run or --overwrite deletes it (a fresh run would otherwise replace its best.pth)."""
+    if rank > 0:  # rank 0 writes for every process
+        yield
+        return
+    folder = args.output_dir
+    try:
+        make_folder(folder)
+        check_writable(folder)
+        with hold_lock(folder / ".lock", f"run folder {folder}"):
+            found = [name for name in RUN_FILES if (folder / name).exists()]
+            if found and not (args.resume or args.overwrite):
+                raise SystemExit(f"error: {folder} holds another run ({', '.join(found)}): continue it with --resume, "
+                                 "delete it with --overwrite, or choose another --output-dir")
+            if args.overwrite:
+                for old in [*(folder / name for name in RUN_FILES), *folder.glob("events.out.tfevents.*")]:
+                    old.unlink(missing_ok=True)
+            yield
+    except (WriteError, LockedError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def check_same_run(state: dict, args: argparse.Namespace, train_patches: int, path: Path) -> None:
+    """A resumed run must continue with its own data and settings, or it silently becomes another run."""
+    recorded, current = state.get("args", {}), {k: str(v) for k, v in vars(args).items()}
+    keys = RUN_SETTINGS + (("epochs",) if args.lr_schedule == "cosine" else ())
+    differ = [f"--{k.replace('_', '-')} {recorded[k]} (now {current[k]})" for k in keys
+              if k in recorded and recorded[k] != current[k]]
+    patches = state.get("meta", {}).get("train_patches", train_patches)
+    if patches != train_patches:
+        differ.append(f"{patches} training patches (now {train_patches})")
+    if differ:
+        raise SystemExit(f"error: --resume: {path} was trained with {'; '.join(differ)}; resume with the run's "
+                         "settings, or start another run in another --output-dir")
+
+
 def restore(run: Training) -> None:
     """With --resume, the weights, optimiser, schedule, counters and RNG state of last.pth."""
     state = load_checkpoint(run.last_path)
+    check_same_run(state, run.args, len(run.train_set), run.last_path)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -287,9 +342,11 @@ class StopRequest:
         self.signal = signum
 
 
-def ignore_sigint(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which stops cleanly."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the main process, which stops cleanly: a signal sent to
+    the whole process group (a job scheduler, `timeout`) would otherwise kill the workers mid-batch."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def epoch_loader(run: Training, epoch: int) -> DataLoader:
@@ -301,7 +358,7 @@ def epoch_loader(run: Training, epoch: int) -> DataLoader:
     batches = order[: run.per_epoch * args.batch_size].view(run.per_epoch, args.batch_size)
     mine = batches[run.progress.batches_done:, run.rank * per_rank:(run.rank + 1) * per_rank].flatten().tolist()
     return DataLoader(run.train_set, batch_size=per_rank, sampler=mine, drop_last=True, num_workers=args.workers,
-                      pin_memory=run.device.type == "cuda", worker_init_fn=ignore_sigint)
+                      pin_memory=run.device.type == "cuda", worker_init_fn=ignore_stop_signals)
 
 
 def check_loss(run: Training, value: float) -> None:
@@ -445,13 +502,9 @@ def save_and_exit(run: Training, epoch: int, stop: StopRequest) -> None:
     raise SystemExit(128 + stop.signal)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    run = set_up(args)
-    if args.resume:
-        restore(run)
-    open_log(run)
-    stop, augment_rng = StopRequest(), torch.Generator()
+def train(run: Training) -> None:
+    """Epochs until --epochs or --max-steps, validating and saving after each; a signal saves and exits."""
+    args, stop, augment_rng = run.args, StopRequest(), torch.Generator()
     run.model.train()
     for epoch in range(run.progress.epoch, args.epochs):
         started = time.perf_counter()
@@ -465,9 +518,21 @@ def main(argv: list[str] | None = None) -> None:
     if run.writer:
         run.writer.close()
         print(f"best val PSNR {run.progress.best_psnr:.2f} dB; weights in {run.best_path}")
-    finish_distributed(run.world)
     if stop.signal:
+        finish_distributed(run.world)
         raise SystemExit(128 + stop.signal)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    rank, world, device = setup_distributed(args.device)
+    with own_run_folder(args, rank):
+        run = set_up(args, rank, world, device)
+        if args.resume:
+            restore(run)
+        open_log(run)
+        train(run)
+    finish_distributed(world)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image, ImageOps
 from skimage.metrics import structural_similarity
 
+from files import atomic_write
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # MATLAB rgb2ycbcr (ITU-R BT.601, studio swing: Y in 16..235, Cb/Cr in 16..240), for RGB in 0..255.
@@ -86,11 +88,11 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def save_image(path: str | Path, image: np.ndarray) -> None:
-    """Write a uint8 (or 0..255 float, rounded) image, via a temporary name so no half-written file remains."""
+    """Write a uint8 (or 0..255 float, rounded) image atomically (files.atomic_write: a failed write is a
+    WriteError naming the path, and no half-written file remains)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(to_uint8(image)).save(tmp, format=path.suffix.lstrip(".").upper().replace("JPG", "JPEG"))
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(to_uint8(image)).save(tmp, format=path.suffix.lstrip(".").upper().replace("JPG", "JPEG"))
 
 
 def list_images(folder: str | Path) -> list[Path]:

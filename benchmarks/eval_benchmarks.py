@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cli
 from evaluate import evaluate_dataset, paper_results
+from files import write_text
 from inference import Upscaler
 from models import load_model
 
@@ -39,7 +40,7 @@ def results_table(results: dict) -> str:
 def replace_between_markers(path: Path, table: str) -> None:
     text = path.read_text()
     if START in text and END in text:
-        path.write_text(text[: text.index(START) + len(START)] + "\n" + table + "\n" + text[text.index(END):])
+        write_text(path, text[: text.index(START) + len(START)] + "\n" + table + "\n" + text[text.index(END):])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +61,8 @@ def main() -> None:
             results[f"{name}_x{scale}"] = evaluate_dataset(Upscaler(model, "eager"), args.data / name / f"x{scale}", scale)["mean"]
     table = results_table(results)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.output_dir / "benchmarks.md").write_text(table + "\n")
+    write_text(args.output_dir / "benchmarks.json", json.dumps(results, indent=1) + "\n")
+    write_text(args.output_dir / "benchmarks.md", table + "\n")
     replace_between_markers(ROOT / "README.md", table)
     print(table)
 

@@ -58,6 +58,18 @@ def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> 
         assert fragment in last, f"{fragment!r} not in {last!r}"
 
 
+def write_patches(path: Path, lr: np.ndarray, hr: np.ndarray, scale: int = 3, color: str = "y", blur_sigma: float = 0.0,
+                  lr_size: bool = False) -> Path:
+    """A patch file as preprocess.py writes one: uint8 lr/hr with Fletcher-32 checksums and its attributes."""
+    import h5py
+    with h5py.File(path, "w") as f:
+        for name, patches in (("lr", lr), ("hr", hr)):
+            f.create_dataset(name, data=patches, chunks=(1, *patches.shape[1:]), fletcher32=True)
+        f.attrs.update(scale=scale, blur_sigma=blur_sigma, mode="patches", color=color, patch_size=hr.shape[-1],
+                       lr_patch_size=lr.shape[-1], stride=hr.shape[-1], lr_size=lr_size, downscales="")
+    return path
+
+
 def textured_image(height: int, width: int, seed: int = 0, channels: int = 3) -> np.ndarray:
     """A smooth random image (noise blurred by upsampling), uint8; realistic enough for SR tests."""
     rng = np.random.default_rng(seed)

@@ -41,6 +41,7 @@ from checkpoints import load_checkpoint
 from comparison import crop_grid
 from datasets import eval_pairs
 from evaluate import evaluate_pairs, psnr_ssim, upscale
+from files import write_text
 from inference import Upscaler
 from models import load_model
 from utils import degrade, modcrop, save_image, upscale_bicubic, y_channel
@@ -124,7 +125,7 @@ def check_settings(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: {record} records other settings ({recorded}); "
                          f"use them or another --output-dir")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(settings, indent=1) + "\n")
+    write_text(record, json.dumps(settings, indent=1) + "\n")
 
 
 def train_in_turns(args: argparse.Namespace, steps_per_epoch: int) -> bool:
@@ -208,8 +209,8 @@ def figure_rows(args: argparse.Namespace) -> list[list[tuple[str, np.ndarray]]]:
 def write_results(args: argparse.Namespace, steps: int) -> None:
     results = score(args)
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "loss_study.json").write_text(json.dumps({"steps": steps, "results": results}, indent=1) + "\n")
-    (args.results_dir / "loss_study.md").write_text(markdown(results, steps, args.batch_size) + "\n")
+    write_text(args.results_dir / "loss_study.json", json.dumps({"steps": steps, "results": results}, indent=1) + "\n")
+    write_text(args.results_dir / "loss_study.md", markdown(results, steps, args.batch_size) + "\n")
     save_image(args.results_dir / "loss_study_crops.png", crop_grid(figure_rows(args)))
     print(markdown(results, steps, args.batch_size))
 

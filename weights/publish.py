@@ -15,6 +15,7 @@ import torch
 
 import cli
 from evaluate import evaluate_dataset
+from files import atomic_write
 from hub import WEIGHTS_DIR, file_sha256, read_manifest, write_card, write_manifest
 from inference import Upscaler
 from models import load_model, network_name
@@ -54,9 +55,8 @@ def main() -> None:
             "epochs": meta.get("epoch", meta.get("epochs")), "steps": meta.get("step", meta.get("steps")),
             "protocol": PROTOCOL, "benchmarks": scores, **({"history": history} if history else {}),
             **({"blur_sigma": meta["blur_sigma"]} if meta.get("blur_sigma") else {})}  # what test.py degrades with
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"model": model.state_dict(), "meta": info}, tmp)
-    tmp.replace(out)
+    with atomic_write(out) as tmp:
+        torch.save({"model": model.state_dict(), "meta": info}, tmp)
     manifest = read_manifest()
     keys = ("model", "arch", "scale", "color", "blur_sigma", "padding", "channels", "benchmarks", "training_data", "history",
             "epochs", "steps")

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 import cli
+from files import write_text
 from models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +140,7 @@ def main() -> None:
                           str(args.data / "Set5" / f"x{scale}"), "--output-dir", str(run_dir), "--device",
                           args.device, *COMMON, *train_args, *extra], args.output_dir / f"{name}.log", threads)
 
-    calibration = [launch(name, args.output_dir / "calibration" / name, "--epochs", "3", "--eval-every", "3")
+    calibration = [launch(name, args.output_dir / "calibration" / name, "--epochs", "3", "--eval-every", "3", "--overwrite")
                    for name in args.recipes]
     plans = {}
     for run in calibration:
@@ -163,7 +164,7 @@ def main() -> None:
         plan["epochs_done"] = max(run.epoch_times, default=0)
         best = args.output_dir / run.name / "best.pth"
         plan["best_val_psnr"] = load_model(best)[1].get("val_psnr") if best.exists() else None
-    (args.output_dir / "summary.json").write_text(json.dumps(
+    write_text(args.output_dir / "summary.json", json.dumps(
         {"device": torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu",
          "budget_s": args.budget, "runs": plans}, indent=1))
     for name, plan in plans.items():

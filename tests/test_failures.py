@@ -1,0 +1,264 @@
+"""The README's failure table under real faults: run folders owned by one run, locks, kills of the whole
+process group, full disks (a small tmpfs), read-only folders (chattr +i) and patch or validation files
+that would train to nonsense. Faults that need root (mount, chattr) skip with a reason elsewhere."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from conftest import REPO, assert_clean_error, need, run, textured_image, write_patches
+
+
+def tiny_patches(path: Path, count: int = 96, size: int = 21, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    hr = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
+    lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+    return write_patches(path, lr, hr)
+
+
+@pytest.fixture
+def eval_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    Image.fromarray(textured_image(60, 60)).save(folder / "a.png")
+    return folder
+
+
+def training(train_file: Path, eval_folder: Path, output_dir: Path, *extra: object) -> list[object]:
+    return ["--train-file", train_file, "--eval-file", eval_folder, "--batch-size", 8, "--workers", 0,
+            "--output-dir", output_dir, *extra]
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    """A folder that is a tmpfs of `size`: a disk that really fills up."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root and mount to make a small filesystem")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """`folder` made immutable (chattr +i): root's writes fail there too, as they do on a read-only mount."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("needs root and chattr to make a folder read-only for root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+# ---- run folders: one run each ----
+
+def test_a_fresh_run_never_replaces_another_runs_best(tmp_path, eval_folder):
+    train, folder = tiny_patches(tmp_path / "tiny.h5"), tmp_path / "run"
+    assert run("train.py", *training(train, eval_folder, folder, "--epochs", 1)).returncode == 0
+    best = (folder / "best.pth").read_bytes()
+    refused = run("train.py", *training(train, eval_folder, folder, "--epochs", 1, "--lr", 1))
+    assert_clean_error(refused, str(folder), "best.pth", "--resume", "--overwrite")
+    assert (folder / "best.pth").read_bytes() == best
+    fresh = run("train.py", *training(train, eval_folder, folder, "--epochs", 1, "--seed", 5, "--overwrite"))
+    assert fresh.returncode == 0, fresh.stderr
+    assert (folder / "best.pth").read_bytes() != best and len(list(folder.glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_second_train_py_is_locked_out_of_a_running_runs_folder(tmp_path, eval_folder):
+    train, folder = tiny_patches(tmp_path / "tiny.h5", count=4000), tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, training(train, eval_folder, folder,
+                              "--epochs", 50))], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: list(folder.glob("events.out.tfevents.*")))
+        second = run("train.py", *training(train, eval_folder, folder, "--epochs", 1, "--resume"))
+        assert_clean_error(second, str(folder), "in use by another process", f"pid {first.pid}")
+        assert len(list(folder.glob("events.out.tfevents.*"))) == 1 and not (folder / "last.pth").exists()
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_resume_refuses_other_settings_or_another_train_file(tmp_path, eval_folder):
+    train, folder = tiny_patches(tmp_path / "tiny.h5"), tmp_path / "run"
+    common = training(train, eval_folder, folder, "--lr-schedule", "cosine", "--epochs", 3)
+    assert run("train.py", *common, "--max-steps", 12).returncode == 0
+    for flag, value in (("--lr", 0.5), ("--batch-size", 4), ("--seed", 9), ("--epochs", 5)):
+        assert_clean_error(run("train.py", *common, flag, value, "--resume"), "--resume", flag)  # the last flag counts
+    other = tiny_patches(tmp_path / "other.h5", count=64)
+    assert_clean_error(run("train.py", *training(other, eval_folder, folder, "--lr-schedule", "cosine", "--epochs", 3),
+                           "--resume"), "--train-file", "other.h5")
+    tiny_patches(train, count=80)  # the same path, other patches
+    assert_clean_error(run("train.py", *common, "--resume"), "96 training patches (now 80)")
+    tiny_patches(train)
+    resumed = run("train.py", *common, "--resume", "--workers", 2, "--max-steps", 24)  # what may change, changed
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr
+
+
+def test_an_empty_last_checkpoint_falls_back_to_the_previous_one(tmp_path, eval_folder):
+    train, folder = tiny_patches(tmp_path / "tiny.h5"), tmp_path / "run"
+    assert run("train.py", *training(train, eval_folder, folder, "--epochs", 2)).returncode == 0
+    (folder / "last.pth").write_bytes(b"")  # what a rename without fsync can leave after a power cut
+    resumed = run("train.py", *training(train, eval_folder, folder, "--epochs", 3, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "last.pth is unreadable (EOFError)" in resumed.stderr and "epoch 1 (+0 batches)" in resumed.stdout
+    assert torch.load(folder / "last.pth", weights_only=True)["epoch"] == 3
+
+
+def test_sigterm_to_the_process_group_saves_with_dataloader_workers(tmp_path, eval_folder):
+    """What `timeout` and job schedulers send: the signal reaches the workers too."""
+    train, folder = tiny_patches(tmp_path / "tiny.h5", count=4000), tmp_path / "run"
+    args = training(train, eval_folder, folder, "--epochs", 1)
+    args[args.index("--workers") + 1] = 2
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, args)], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    time.sleep(0.5)
+    wait_for(lambda: list(folder.glob("events.out.tfevents.*")))
+    time.sleep(3)  # into the epoch, workers running
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    state = torch.load(folder / "last.pth", weights_only=True)
+    assert 0 < state["batches_done"] < 500
+    resumed = run("train.py", *args, "--resume", "--max-steps", state["step"] + 5)
+    assert resumed.returncode == 0 and f"step {state['step']}" in resumed.stdout, resumed.stderr
+
+
+# ---- full disks and read-only folders ----
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_temporary_file(tmp_path, eval_folder):
+    train = tiny_patches(tmp_path / "tiny.h5")
+    with tmpfs(tmp_path / "small", "400k") as folder:  # best.pth (230 kB) fits, last.pth (with Adam's state) not
+        result = run("train.py", *training(train, eval_folder, folder / "run", "--epochs", 1))
+        assert_clean_error(result, "cannot write", "last.pth", "no space left on device")
+        assert not list((folder / "run").glob("*tmp*"))
+
+
+def test_a_full_disk_during_preprocess_is_one_line_and_keeps_a_resumable_file(tmp_path, data):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("t1.bmp", "t2.bmp", "t3.bmp", "t5.bmp", "t8.bmp", "t10.bmp"):
+        (images / name).symlink_to(need(data / "T91" / name))
+    reference, common = tmp_path / "reference.h5", ["--images", images, "--stride", 4, "--workers", 1]  # ~17 MB
+    assert run("preprocess.py", *common, "--output", reference).returncode == 0
+    with tmpfs(tmp_path / "small", "8m") as folder:
+        output = folder / "t.h5"
+        result = run("preprocess.py", *common, "--output", output)
+        assert_clean_error(result, "cannot write", "t.h5", "no space left on device", "--resume")
+        assert result.returncode == 1 and not output.exists() and Path(f"{output}.partial").exists()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(folder)], check=True)
+        resumed = run("preprocess.py", *common, "--output", output, "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        with h5py.File(output) as got, h5py.File(reference) as expected:
+            assert np.array_equal(got["lr"][()], expected["lr"][()]) and np.array_equal(got["hr"][()], expected["hr"][()])
+
+
+def test_read_only_output_folders_are_one_line_errors(tmp_path, eval_folder):
+    train = tiny_patches(tmp_path / "tiny.h5")
+    with read_only(tmp_path / "locked") as folder:
+        assert_clean_error(run("train.py", *training(train, eval_folder, folder, "--epochs", 1)), "cannot write", str(folder))
+        assert_clean_error(run("preprocess.py", "--images", eval_folder, "--output", folder / "p.h5", "--patch-size", 21),
+                           "cannot write", str(folder))
+        assert not list(folder.iterdir())
+
+
+# ---- preprocess: one process per output file ----
+
+def test_a_second_preprocess_cannot_touch_a_running_ones_file(tmp_path, data):
+    output = tmp_path / "t91.h5"
+    common = ["--images", need(data / "T91"), "--output", output, "--workers", 1]
+    first = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), *map(str, common)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = Path(f"{output}.partial")
+    wait_for(partial.exists)
+    second = run("preprocess.py", *common)
+    assert_clean_error(second, str(output), "in use by another process")
+    assert partial.exists()
+    assert first.wait(timeout=300) == 0 and output.exists()
+
+
+def test_an_interrupted_preprocess_is_never_discarded_unasked(tmp_path, data):
+    output = tmp_path / "t91.h5"
+    common = ["--images", need(data / "T91"), "--output", output, "--workers", 1]
+    proc = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), *map(str, common)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = Path(f"{output}.partial")
+    wait_for(lambda: partial.exists() and partial.stat().st_size > 1 << 20)
+    proc.kill()
+    proc.wait()
+    size = partial.stat().st_size
+    assert_clean_error(run("preprocess.py", *common), "holds an interrupted run", "--resume", "--overwrite")
+    assert partial.stat().st_size == size
+    fresh = run("preprocess.py", *common, "--overwrite", "--max-images", 3)
+    assert fresh.returncode == 0 and not partial.exists() and "from 3 images" in fresh.stdout, fresh.stderr
+
+
+# ---- inputs that would train to nonsense: refused before the first step ----
+
+def test_patch_files_that_would_train_to_nonsense_are_refused(tmp_path, eval_folder):
+    good = tiny_patches(tmp_path / "good.h5")
+    with h5py.File(good) as f:
+        lr, hr = f["lr"][()], f["hr"][()]
+    cases = {
+        "float.h5": (lambda p: write_patches(p, lr.astype(np.float32), hr.astype(np.float32)), "not uint8"),
+        "signed.h5": (lambda p: write_patches(p, lr.astype(np.int8), hr.astype(np.int8)), "not uint8"),
+        "broadcast.h5": (lambda p: write_patches(p, lr, hr[:, :, :1]), "do not match"),  # 21x1 hr broadcasts
+        "bare.h5": (bare_patches, "attribute"),
+    }
+    for name, (make, fragment) in cases.items():
+        make(tmp_path / name, lr, hr) if make is bare_patches else make(tmp_path / name)
+        result = run("train.py", *training(tmp_path / name, eval_folder, tmp_path / f"run_{name}", "--epochs", 1))
+        assert_clean_error(result, name, fragment)
+    flipped = tiny_patches(tmp_path / "flipped.h5")
+    with h5py.File(flipped) as f:
+        offset = f["hr"].id.get_chunk_info(40).byte_offset
+    with open(flipped, "r+b") as raw:
+        raw.seek(offset + 100)
+        byte = raw.read(1)
+        raw.seek(offset + 100)
+        raw.write(bytes([byte[0] ^ 0x10]))
+    for extra in ((), ("--in-memory",)):
+        assert_clean_error(run("train.py", *training(flipped, eval_folder, tmp_path / "f", "--epochs", 1, *extra)),
+                           "flipped.h5", "corrupt")
+
+
+def bare_patches(path: Path, lr: np.ndarray, hr: np.ndarray) -> None:
+    """Patches without the attributes preprocess.py writes (scale, colour, patch sizes)."""
+    with h5py.File(path, "w") as f:
+        f["lr"], f["hr"] = lr, hr
+
+
+def test_bad_validation_or_too_few_patches_stop_before_the_first_epoch(tmp_path, eval_folder):
+    train = tiny_patches(tmp_path / "tiny.h5", count=4000)  # an epoch that would take a while
+    started = time.time()
+    assert_clean_error(run("train.py", *training(train, train, tmp_path / "a", "--epochs", 1)),
+                       "tiny.h5", "training patches, not whole images")
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.fromarray(textured_image(15, 15)).save(small / "s.png")
+    assert_clean_error(run("train.py", *training(train, small, tmp_path / "b", "--epochs", 1)), "s", "too small to measure")
+    few = tiny_patches(tmp_path / "few.h5", count=5)
+    assert_clean_error(run("train.py", *training(few, eval_folder, tmp_path / "c", "--epochs", 1)),
+                       "5 patches", "--batch-size 8")
+    assert time.time() - started < 90 and not list(tmp_path.glob("[abc]/*.pth"))
