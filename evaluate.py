@@ -46,7 +46,8 @@ def upscale(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray, color: str,
     SRCNN reads the bicubic image, FSRCNN the LR one. A Y network restores Y and keeps Cb/Cr from
     bicubic; its own 8-bit Y is what gets measured (re-deriving Y from the RGB file can move a pixel by
     one level). A YCbCr or RGB network writes all three channels. `tile` > 0 bounds memory by running
-    tile x tile pieces (the same result).
+    tile x tile pieces (the same result); 0 runs the whole image, in tiles once its activations would
+    pass inference.ACTIVATION_BUDGET.
     """
     source = lr if upscaler.model.takes_lr else bicubic
     x = torch.from_numpy((to_color(source, color) / 255).astype(np.float32)).permute(2, 0, 1)[None]

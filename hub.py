@@ -7,12 +7,14 @@ import http.client
 import json
 import os
 import re
+import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 from tqdm import tqdm
 
+from files import make_folder
 from models import WeightsError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -62,13 +64,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+DOWNLOAD_DEADLINE = 600.0  # seconds a whole download may take: a server trickling bytes never holds one forever
+READ_TIMEOUT = 60.0  # seconds one read may wait for the server's next bytes
+
+
 def download_weights(url: str, sha256: str | None = None, cache_dir: Path | None = None,
-                     allow_http: bool = False) -> Path:
+                     allow_http: bool = False, deadline: float = DOWNLOAD_DEADLINE) -> Path:
     """Fetch weights from a URL once into a cache folder, verified against a sha256.
 
     The checksum comes from `sha256` or, failing that, the manifest's entry for the file name (weights/manifest.json); a
-    download without a known checksum, over plain http (unless allowed), with a wrong checksum or cut
-    short is refused, and nothing unverified is left in the cache.
+    download without a known checksum, over plain http (unless allowed), with a wrong checksum, cut
+    short or still running after `deadline` seconds is refused, and nothing unverified is left in the
+    cache. A cached file is hashed again before each use, and fetched again when it does not match.
     """
     parsed = urlparse(url)
     if parsed.scheme not in ("https", "http") or (parsed.scheme == "http" and not allow_http):
@@ -81,17 +88,9 @@ def download_weights(url: str, sha256: str | None = None, cache_dir: Path | None
     target = cache_dir / f"{expected[:12]}-{name}"
     if target.exists() and file_sha256(target) == expected:
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    partial = make_folder(cache_dir) / (target.name + ".partial")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            size = int(response.headers.get("Content-Length") or 0)
-            with tqdm(total=size or None, unit="B", unit_scale=True, desc=f"download {name}") as progress:
-                for block in iter(lambda: response.read(1 << 16), b""):
-                    out.write(block)
-                    progress.update(len(block))
-        if size and partial.stat().st_size != size:
-            raise WeightsError(f"{url}: download cut short ({partial.stat().st_size} of {size} bytes)")
+        _fetch(url, partial, name, deadline)
         actual = file_sha256(partial)
         if actual != expected:
             raise WeightsError(f"{url}: sha256 mismatch (expected {expected}, got {actual}); not used")
@@ -101,3 +100,20 @@ def download_weights(url: str, sha256: str | None = None, cache_dir: Path | None
         raise WeightsError(f"{url}: download failed ({err!r})") from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _fetch(url: str, partial: Path, name: str, deadline: float) -> None:
+    """Write the body of `url` to `partial`, refusing one cut short or not done within `deadline` seconds.
+    read1 returns whatever has arrived, so the clock is checked after every read of a trickling server;
+    each read waits at most READ_TIMEOUT (or the deadline, if shorter) for bytes."""
+    stop_at = time.monotonic() + deadline
+    with urllib.request.urlopen(url, timeout=min(READ_TIMEOUT, deadline)) as response, open(partial, "wb") as out:
+        size = int(response.headers.get("Content-Length") or 0)
+        with tqdm(total=size or None, unit="B", unit_scale=True, desc=f"download {name}") as progress:
+            for block in iter(lambda: response.read1(1 << 16), b""):
+                if time.monotonic() > stop_at:
+                    raise WeightsError(f"{url}: download took longer than {deadline:g} s")
+                out.write(block)
+                progress.update(len(block))
+    if size and partial.stat().st_size != size:
+        raise WeightsError(f"{url}: download cut short ({partial.stat().st_size} of {size} bytes)")

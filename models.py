@@ -15,7 +15,9 @@ then a 9x9 transposed convolution with stride = scale.
 """
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -139,37 +141,125 @@ class WeightsError(ValueError):
     """A weights file that cannot be loaded; the message names the file and the problem."""
 
 
+# What a weights file may declare, checked from its tensors' shapes before any network is built: a file
+# of a few KB can declare any shape (a stride-0 tensor stores one number), and a network built from it
+# would allocate what the shapes say. The papers' widest layer is 64, their largest filter 9, their m 4.
+MAX_CHANNELS = 1024
+MAX_KERNEL = 15  # SRCNN's filter sides; FSRCNN's are fixed by its architecture
+MAX_MAPPING = 16
+MAX_PARAMETERS = 10_000_000  # SRCNN 9-5-5 has 57,281
+SCALES = (2, 3, 4)  # FSRCNN's deconvolution stride, as train.py trains it
+
+
 def _state_dict_of(obj: object, path: Path) -> tuple[dict, dict]:
     """Find the state dict (and this project's metadata, if any) in the layouts people publish."""
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # this project
-        return obj["model"], obj.get("meta", {})
-    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):  # common training scripts
-        return obj["model_state_dict"], {}
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, {}  # a plain state_dict
-    raise WeightsError(f"{path}: no state dict found (expected SRCNN conv1/conv2/conv3 or FSRCNN weights)")
+        state, meta = obj["model"], obj.get("meta", {})
+    elif isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):  # common training scripts
+        state, meta = obj["model_state_dict"], {}
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, meta = obj, {}  # a plain state_dict
+    else:
+        raise WeightsError(f"{path}: no state dict found (expected SRCNN conv1/conv2/conv3 or FSRCNN weights)")
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path}: its metadata is a {type(meta).__name__}, not a dict")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise WeightsError(f"{path}: state dict entry {key!r} is not a named tensor")
+    return {k.removeprefix("module."): v for k, v in state.items()}, meta  # DataParallel's prefix
 
 
-def _srcnn_for(state: dict, meta: dict, padding: str | None, path: Path) -> SRCNN:
-    names = [f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")]
-    missing = [n for n in names if n not in state]
-    if missing or any(state[n].dim() != (4 if n.endswith("weight") else 1) for n in names):
-        raise WeightsError(f"{path}: not SRCNN weights (missing or malformed: {', '.join(missing) or 'tensor ranks'})")
+def _malformed(state: dict, ranks: dict[str, int], family: str, path: Path) -> None:
+    """Refuse a state dict without the tensors, of the ranks, that a network's shape is read from."""
+    bad = [name for name, rank in ranks.items() if name not in state or state[name].dim() != rank]
+    if bad:
+        raise WeightsError(f"{path}: not {family} weights (missing or malformed: {', '.join(bad)})")
+
+
+def _check_layer(path: Path, name: str, weight: torch.Tensor, max_kernel: int | None = None) -> None:
+    """A convolution weight (out x in x k x k) of sane size: no empty dimension, at most MAX_CHANNELS
+    filters and inputs, and (where given) an odd square kernel of at most `max_kernel`."""
+    shape = tuple(weight.shape)
+    if 0 in shape:
+        raise WeightsError(f"{path}: {name} has a zero-size dimension {shape}")
+    if max(shape[:2]) > MAX_CHANNELS:
+        raise WeightsError(f"{path}: {name} {shape} has more than {MAX_CHANNELS} channels")
+    if max_kernel and (shape[2] != shape[3] or shape[2] % 2 == 0 or shape[2] > max_kernel):
+        raise WeightsError(f"{path}: {name} has a {shape[2]}x{shape[3]} kernel; SRCNN's are square, odd and at "
+                           f"most {max_kernel}")
+
+
+def _check_channels(path: Path, name: str, weight: torch.Tensor) -> None:
+    if weight.shape[1] not in (1, 3):
+        raise WeightsError(f"{path}: {name} takes {weight.shape[1]} input channels, not 1 (Y) or 3 (colour)")
+
+
+def _srcnn_maker(state: dict, meta: dict, padding: str | None, path: Path) -> Callable[[], SRCNN]:
+    _malformed(state, {f"conv{i}.{p}": 4 if p == "weight" else 1 for i in (1, 2, 3) for p in ("weight", "bias")},
+               "SRCNN", path)
     w1, w2, w3 = state["conv1.weight"], state["conv2.weight"], state["conv3.weight"]
+    for name, weight in (("conv1.weight", w1), ("conv2.weight", w2), ("conv3.weight", w3)):
+        _check_layer(path, name, weight, MAX_KERNEL)
+    _check_channels(path, "conv1.weight", w1)
     if w2.shape[1] != w1.shape[0] or w3.shape[1] != w2.shape[0] or w3.shape[0] != w1.shape[1]:
         raise WeightsError(f"{path}: layer shapes do not chain: conv1 {tuple(w1.shape)}, "
                            f"conv2 {tuple(w2.shape)}, conv3 {tuple(w3.shape)}")
-    return SRCNN(f1=w1.shape[-1], f2=w2.shape[-1], f3=w3.shape[-1], n1=w1.shape[0], n2=w2.shape[0],
-                 channels=w1.shape[1], padding=padding or meta.get("padding", "same"))
+    padding = padding or meta.get("padding", "same")
+    if padding not in ("same", "valid"):
+        raise WeightsError(f"{path}: records padding {padding!r}, not 'same' or 'valid'")
+    return lambda: SRCNN(f1=w1.shape[-1], f2=w2.shape[-1], f3=w3.shape[-1], n1=w1.shape[0], n2=w2.shape[0],
+                         channels=w1.shape[1], padding=padding)
 
 
-def _fsrcnn_for(state: dict, meta: dict, scale: int | None, path: Path) -> FSRCNN:
+def _fsrcnn_maker(state: dict, meta: dict, scale: int | None, path: Path) -> Callable[[], FSRCNN]:
     scale = meta.get("scale") or scale
     if not scale:  # the stride of the deconvolution is not in its weights
         raise WeightsError(f"{path}: FSRCNN weights without a recorded scale; pass --scale")
-    mapping = [k for k in state if re.fullmatch(r"mapping\.\d+\.weight", k) and state[k].dim() == 4]
-    feature = state["feature.0.weight"]
-    return FSRCNN(scale, d=feature.shape[0], s=state["shrink.0.weight"].shape[0], m=len(mapping), channels=feature.shape[1])
+    if type(scale) is not int or scale not in SCALES:
+        raise WeightsError(f"{path}: FSRCNN weights for scale {scale!r}; this repo's are x2, x3 or x4")
+    _malformed(state, {"feature.0.weight": 4, "shrink.0.weight": 4}, "FSRCNN", path)
+    feature, shrink = state["feature.0.weight"], state["shrink.0.weight"]
+    _check_layer(path, "feature.0.weight", feature)
+    _check_layer(path, "shrink.0.weight", shrink)
+    _check_channels(path, "feature.0.weight", feature)
+    m = sum(1 for k in state if re.fullmatch(r"mapping\.\d+\.weight", k) and state[k].dim() == 4)
+    if m > MAX_MAPPING:
+        raise WeightsError(f"{path}: {m} FSRCNN mapping layers, more than {MAX_MAPPING}")
+    return lambda: FSRCNN(scale, d=feature.shape[0], s=shrink.shape[0], m=m, channels=feature.shape[1])
+
+
+def _family(key: str) -> str:
+    """conv1.weight -> conv, mapping.3.bias -> mapping: the layer family a state dict key belongs to."""
+    return re.sub(r"\d+$", "", key.split(".")[0])
+
+
+def _fitted(make: Callable[[], SRCNN | FSRCNN], state: dict, path: Path) -> SRCNN | FSRCNN:
+    """Build the network only once `state` is known to fit it exactly: the shapes are compared with a
+    skeleton on the meta device (nothing allocated), then the values are checked to be finite floats."""
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in make().state_dict().items()}
+    family = "FSRCNN" if "feature.0.weight" in expected else "SRCNN"
+    families = {_family(key) for key in expected}  # other keys (an optimizer's, say) are not the network's
+    missing = [key for key in expected if key not in state]
+    odd = [key for key in state if key not in expected and _family(key) in families]
+    if missing or odd:
+        found = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(odd)}"] if odd else [])
+        raise WeightsError(f"{path}: not {family} weights ({'; '.join(found)})")
+    for key, shape in expected.items():
+        if state[key].shape != shape:
+            raise WeightsError(f"{path}: weights do not fit {family} ({key} is {tuple(state[key].shape)}, "
+                               f"expected {tuple(shape)})")
+    count = sum(math.prod(shape) for shape in expected.values())
+    if count > MAX_PARAMETERS:
+        raise WeightsError(f"{path}: {family} of {count:,} parameters, more than {MAX_PARAMETERS:,}")
+    for key in expected:
+        if not state[key].is_floating_point() or state[key].layout != torch.strided:
+            raise WeightsError(f"{path}: {key} is not a dense floating-point tensor ({state[key].dtype})")
+        if not torch.isfinite(state[key]).all():
+            raise WeightsError(f"{path}: {key} holds NaN/Inf values")
+    model = make()
+    model.load_state_dict({k: state[k] for k in expected})
+    return model
 
 
 def load_model(path: str | Path, padding: str | None = None, scale: int | None = None) -> tuple[SRCNN | FSRCNN, dict]:
@@ -178,26 +268,26 @@ def load_model(path: str | Path, padding: str | None = None, scale: int | None =
     Reads this project's files ({"model", "meta"}), {"model_state_dict": ...} checkpoints and plain
     state dicts (SRCNN's conv1/conv2/conv3, e.g. yjn870/SRCNN-pytorch; "module." prefixes from
     DataParallel are dropped). `padding` overrides SRCNN's stored padding ("same" when a file does
-    not say); `scale` is needed only for FSRCNN weights that do not record theirs.
+    not say); `scale` is needed only for FSRCNN weights that do not record theirs. Shapes are checked
+    against the MAX_* bounds before anything is built, and values are checked to be finite.
     Returns (model in eval mode, metadata dict).
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:  # torch's own word for it is a bare EOFError
+        raise WeightsError(f"{path}: empty file (0 bytes), not weights")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary code
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such weights file") from None
-    except Exception as err:  # torch raises many types for corrupt or unsafe files
-        raise WeightsError(f"{path}: not a loadable weights file ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # torch raises many types for corrupt or unsafe files, some without a message
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"{path}: not a loadable weights file ({reason})") from None
     state, meta = _state_dict_of(obj, path)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    fsrcnn = "feature.0.weight" in state
-    model = _fsrcnn_for(state, meta, scale, path) if fsrcnn else _srcnn_for(state, meta, padding, path)
-    try:
-        model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()})
-    except RuntimeError as err:
-        raise WeightsError(f"{path}: weights do not fit {'FSRCNN' if fsrcnn else 'SRCNN'} "
-                           f"({str(err).splitlines()[-1].strip()})") from None
-    return model.eval(), meta
+    if "feature.0.weight" in state:
+        make = _fsrcnn_maker(state, meta, scale, path)
+    else:
+        make = _srcnn_maker(state, meta, padding, path)
+    return _fitted(make, state, path).eval(), meta
 
 
 def network_name(model: SRCNN | FSRCNN, color: str = "y") -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -26,9 +27,10 @@ import cli
 from comparison import comparison_sheet
 from evaluate import evaluate_dataset, psnr_ssim, upscale
 from hub import WEIGHTS_DIR, download_weights
-from inference import INFERENCE_PATHS, Upscaler, choose_device, export_onnx
+from files import WriteError, check_writable, make_folder, write_text
+from inference import INFERENCE_PATHS, InferenceError, Upscaler, choose_device, export_onnx
 from models import FSRCNN, SRCNN, WeightsError, load_model, network_name
-from utils import MAX_PIXELS, ImageError, degrade, list_images, load_image, modcrop, save_image, upscale_bicubic, y_channel
+from utils import COLORS, MAX_PIXELS, ImageError, degrade, list_images, load_image, modcrop, save_image, upscale_bicubic, y_channel
 
 SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with scikit-image, no download
 
@@ -53,13 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "of *_HR/*_LR pairs a blur means LR is made from HR (default: the blur the weights were "
                              "trained with, 0 for the T91 weights)")
     cli.add_output_dir(parser, Path("output"), "where the images go (untracked; results/ holds the showcase)")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help="refuse larger images and larger outputs (decompression bombs; --low-res output is "
+                             "scale^2 times its input)")
     parser.add_argument("--inference-path", default="auto", choices=["auto", *INFERENCE_PATHS],
                         help="how the network runs (auto: the fastest one that matches eager fp32 within 1/255 on "
                              "this device: onnxruntime on CPUs, channels_last without it, fp16 autocast on CUDA)")
     parser.add_argument("--tile", type=int, default=0,
-                        help="run the network on TILE x TILE input pieces (same output, bounded memory); 0: whole image")
-    parser.add_argument("--json", type=Path, help="with --dataset: write the table as JSON")
+                        help="run the network on TILE x TILE input pieces (same output, bounded memory); 0: the "
+                             "whole image, in tiles once its activations would pass a fixed budget "
+                             "(inference.ACTIVATION_BUDGET)")
+    parser.add_argument("--json", type=Path, help="with --dataset: write the table as JSON (an infinite PSNR, of "
+                                                  "identical images, as null)")
     parser.add_argument("--export-onnx", type=Path, metavar="FILE",
                         help="write the weights' network as ONNX (any height and width) and exit")
     cli.add_device(parser)
@@ -77,6 +84,18 @@ def load_weights(args: argparse.Namespace) -> tuple[SRCNN | FSRCNN, dict, Path]:
     if meta.get("scale", args.scale) != args.scale:
         print(f"warning: {weights} was trained for x{meta['scale']}, used here at x{args.scale}", file=sys.stderr)
     return model, meta, Path(weights)
+
+
+def weights_color(model: SRCNN | FSRCNN, meta: dict, weights: Path) -> str:
+    """The colour space the network reads: what its file records, checked against its input channels
+    (a plain state dict records none: 1 channel is Y, 3 channels could be YCbCr or RGB)."""
+    channels = model.config()["channels"]
+    color = meta.get("color", "y" if channels == 1 else None)
+    if color in COLORS and (color == "y") == (channels == 1):
+        return color
+    recorded = "no colour space" if color is None else f"colour {color!r}"
+    raise WeightsError(f"{weights}: {channels}-channel weights that record {recorded} (1-channel weights read y, "
+                       f"3-channel ones ycbcr or rgb)")
 
 
 def degradation(args: argparse.Namespace, trained_blur: float) -> str:
@@ -111,7 +130,7 @@ def process_image(upscaler: Upscaler, image: np.ndarray, name: str, args: argpar
         panels = [(f"bicubic  {bicubic_psnr:.2f} dB", bicubic), (f"{label}  {sr_psnr:.2f} dB", sr), ("original", hr)]
     else:
         panels = [("bicubic", bicubic), (label, sr)] + ([("original", hr)] if hr is not None else [])
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(args.output_dir)
     save_image(args.output_dir / f"{name}_bicubic_x{s}.png", bicubic)
     save_image(args.output_dir / f"{name}_{network}_x{s}.png", sr)
     save_image(args.output_dir / f"{name}_{network}_x{s}_comparison.png", comparison_sheet(panels))
@@ -135,19 +154,42 @@ def run_dataset(upscaler: Upscaler, args: argparse.Namespace, weights: Path) -> 
               **evaluate_dataset(upscaler, args.dataset, args.scale, args.color, args.blur_sigma)}
     print_table(result, network.upper().replace("_", " "))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        make_folder(args.json.parent)
+        write_text(args.json, json.dumps(finite_or_null(result), indent=1, allow_nan=False))
+
+
+def finite_or_null(value: object) -> object:
+    """JSON has no Infinity: the PSNR of identical images (a flat image, say) is infinite; it becomes null."""
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def check_output_size(source: str | Path, image: np.ndarray, args: argparse.Namespace) -> None:
+    """Refuse, before any work, an image whose output is over --max-pixels: a --low-res input grows by
+    scale^2, and the network's output and the images written follow the output's size."""
+    s = args.scale if args.low_res else 1
+    height, width = image.shape[0] * s, image.shape[1] * s
+    if height * width > args.max_pixels:
+        raise ImageError(f"{source}: its x{s} output, {width}x{height}, is over the limit of {args.max_pixels:,} "
+                         f"pixels; raise --max-pixels to accept it")
 
 
 def run_images(upscaler: Upscaler, args: argparse.Namespace) -> None:
     if args.image_file is None:
-        process_image(upscaler, getattr(skimage_data, args.sample)(), args.sample, args)
+        image = getattr(skimage_data, args.sample)()
+        check_output_size(args.sample, image, args)
+        process_image(upscaler, image, args.sample, args)
         return
     paths = list_images(args.image_file) if args.image_file.is_dir() else [args.image_file]
     if not paths:
         raise ImageError(f"{args.image_file}: no images found (png, jpg, bmp, tif)")
     for path in paths:
-        process_image(upscaler, load_image(path, args.max_pixels), path.stem, args)
+        image = load_image(path, args.max_pixels)
+        check_output_size(path, image, args)
+        process_image(upscaler, image, path.stem, args)
 
 
 def main() -> None:
@@ -157,11 +199,18 @@ def main() -> None:
         parser.error("--json needs --dataset")
     if args.blur_sigma is not None and not 0 <= args.blur_sigma < float("inf"):
         parser.error(f"--blur-sigma must be 0 or more, not {args.blur_sigma}")
+    if args.tile < 0:
+        parser.error(f"--tile must be 0 or more, not {args.tile}")
+    if args.max_pixels < 1:
+        parser.error(f"--max-pixels must be 1 or more, not {args.max_pixels}")
     try:
         device = choose_device(args.device)
         model, meta, weights = load_weights(args)
-        args.color, trained_blur = meta.get("color", "y"), float(meta.get("blur_sigma", 0.0))
+        args.color, trained_blur = weights_color(model, meta, weights), float(meta.get("blur_sigma", 0.0))
         args.blur_sigma = trained_blur if args.blur_sigma is None else args.blur_sigma
+        for target in (args.json, args.export_onnx):  # written after all the work: an unwritable folder stops it first
+            if target:
+                check_writable(make_folder(target.parent))
         if args.export_onnx:
             export_onnx(model, args.export_onnx)
             print(f"wrote {args.export_onnx}: input 'input' ({'LR' if model.takes_lr else 'bicubic'} image, "
@@ -171,7 +220,7 @@ def main() -> None:
         if not args.low_res:
             print(degradation(args, trained_blur))
         run_dataset(upscaler, args, weights) if args.dataset else run_images(upscaler, args)
-    except (ImageError, WeightsError, ValueError) as err:
+    except (ImageError, WeightsError, ValueError, WriteError, InferenceError) as err:
         raise SystemExit(f"error: {err}") from None
     except ModuleNotFoundError as err:  # --export-onnx and --inference-path onnxruntime need optional packages
         raise SystemExit(f"error: {err.name} is not installed (pip install -r requirements.txt)") from None

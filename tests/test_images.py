@@ -47,11 +47,51 @@ def test_every_mode_loads_as_8_bit_gray_or_rgb(tmp_path):
     np.testing.assert_array_equal(sixteen, np.asarray(gray))  # scaled to 8 bits, not clipped at 255
 
 
-def test_exif_orientation_is_honoured(tmp_path):
+# What each EXIF orientation means, from the standard's wording ("row 0 is the visual ..., column 0 is the
+# visual ..."), as the upright image's pixel (i, j) in terms of the stored H x W image `a`.
+UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # rotated 180
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),  # row 0 = visual left, column 0 = visual top: upright[i, j] = a[j, i]
+    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],  # row 0 = visual right, column 0 = top: turn 90 clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # row 0 = visual right, column 0 = bottom
+    8: lambda a: a.transpose(1, 0, 2)[::-1],  # row 0 = visual left, column 0 = bottom: turn 90 anticlockwise
+}
+
+
+def exif_saved(tmp_path, pixels, orientation, name, **kwargs):
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 CW to display"
-    path = saved(tmp_path, Image.fromarray(RGB), "rotated.jpg", exif=exif.tobytes(), quality=95)
-    assert load_image(path).shape == (32, 24, 3)
+    exif[0x0112] = orientation
+    return saved(tmp_path, Image.fromarray(pixels), name, exif=exif.tobytes(), **kwargs)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_puts_every_pixel_where_it_belongs(tmp_path, orientation):
+    """Lossless (PNG's eXIf chunk): the loaded image is exactly the stored one turned upright."""
+    rows, columns = np.arange(24)[:, None, None], np.arange(32)[None, :, None]
+    stored = np.concatenate([np.broadcast_to(rows * 10, (24, 32, 1)), np.broadcast_to(columns * 7, (24, 32, 1)),
+                             (rows * 32 + columns) % 256], axis=2).astype(np.uint8)  # every pixel says where it is
+    loaded = load_image(exif_saved(tmp_path, stored, orientation, "o.png"))
+    np.testing.assert_array_equal(loaded, UPRIGHT[orientation](stored))
+
+
+@pytest.mark.parametrize("orientation,corner", [(3, (-1, -1)), (6, (0, -1)), (8, (-1, 0))])
+def test_a_jpeg_photos_marked_corner_ends_where_its_orientation_says(tmp_path, orientation, corner):
+    """A camera JPEG (lossy): a red 8 x 8 block in the stored top-left corner. Orientation 6 (turn 90
+    clockwise) shows it top right, 8 (anticlockwise) bottom left, 3 (180) bottom right."""
+    stored = np.full((48, 64, 3), 200, np.uint8)
+    stored[:8, :8] = (255, 0, 0)
+    loaded = load_image(exif_saved(tmp_path, stored, orientation, "photo.jpg", quality=95))
+    assert loaded.shape == ((64, 48, 3) if orientation in (6, 8) else (48, 64, 3))
+    rows = slice(0, 8) if corner[0] == 0 else slice(-8, None)
+    columns = slice(0, 8) if corner[1] == 0 else slice(-8, None)
+    red = loaded[rows, columns][2:-2, 2:-2].astype(int)
+    assert red[..., 0].min() > 220 and red[..., 1:].max() < 40, red.mean((0, 1))
+    for r, c in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
+        if (r, c) != corner:  # the other three corners are the grey background
+            assert np.abs(loaded[r, c].astype(int) - 200).max() < 20, (r, c, loaded[r, c])
 
 
 def png_header_only(path, width, height):

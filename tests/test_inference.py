@@ -1,5 +1,6 @@
-"""The fast inference paths: each gives eager fp32's result within 1/255 on Y, ONNX export round-trips,
-and tiled inference of a 4000x3000 photo stays in bounded memory."""
+"""The fast inference paths: each gives eager fp32's result within 1/255 on Y, ONNX export round-trips, a
+cached ONNX graph is checked before use, and tiled inference (asked for, or automatic past the activation
+budget) stays in bounded memory."""
 import os
 import subprocess
 import sys
@@ -12,8 +13,8 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from inference import Upscaler, default_inference_path, export_onnx
-from models import build_model, load_model
-from utils import degrade, y_channel
+from models import SRCNN, build_model, load_model
+from utils import degrade, load_image, y_channel
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -123,3 +124,79 @@ def test_tiled_4000x3000_photo_stays_under_2_gb(tmp_path):
     assert peak_mb < 2048, f"peak RSS {peak_mb:.0f} MB"
     print(f"peak RSS {peak_mb:.0f} MB")
     assert Image.open(tmp_path / "out" / "big_srcnn_x3.png").size == (3999, 3000)
+
+
+def test_a_corrupt_or_stale_cached_onnx_graph_is_exported_again(tmp_path, monkeypatch, capsys):
+    """The cached graph is checked against eager fp32 before use: garbage bytes, or another network's graph
+    under this network's name, are replaced by a fresh export (with a warning) and the result is right."""
+    monkeypatch.setenv("SRCNN_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model, other = build_model("9-5-5"), build_model("9-5-5")
+    x = torch.rand(1, 1, 37, 41)
+    eager = Upscaler(model, "eager")(x)
+    Upscaler(model, "onnxruntime")
+    [graph] = (tmp_path / "onnx").glob("*.onnx")
+    for corrupt in ("bytes", "other network"):
+        if corrupt == "bytes":
+            graph.write_bytes(b"\x08\x07garbage" * 100)
+        else:
+            export_onnx(other, graph)
+        capsys.readouterr()
+        torch.testing.assert_close(Upscaler(model, "onnxruntime")(x), eager, atol=1e-4, rtol=0)
+        assert f"warning: cached ONNX graph {graph}" in capsys.readouterr().err, corrupt
+        Upscaler(model, "onnxruntime")
+        assert "warning" not in capsys.readouterr().err  # the new export passes the check and is kept
+    assert [graph] == list((tmp_path / "onnx").glob("*.onnx")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_export_that_does_not_match_is_an_error(tmp_path, monkeypatch):
+    import inference
+    monkeypatch.setenv("SRCNN_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model, other = build_model("9-5-5"), build_model("9-5-5")
+    monkeypatch.setattr(inference, "export_onnx", lambda _, path: export_onnx(other, path))  # an exporter gone wrong
+    with pytest.raises(inference.InferenceError, match="the exported ONNX graph does not match the network"):
+        Upscaler(model, "onnxruntime")
+
+
+@pytest.mark.parametrize("arch", ["9-5-5", "fsrcnn"])
+def test_whole_image_runs_are_tiled_past_the_activation_budget(arch, monkeypatch):
+    """tile=0 runs the whole image until its activations would pass ACTIVATION_BUDGET, then tiles whose
+    activations fit the budget; the result is the whole-image one."""
+    import inference
+    torch.manual_seed(0)
+    model = build_model(arch, scale=3).eval()
+    upscaler, x = Upscaler(model, "eager"), torch.rand(1, 1, 90, 70)
+    whole = upscaler(x)
+    assert upscaler.auto_tile(x.shape) == 0
+    per_pixel = inference.activation_bytes_per_pixel(upscaler.model)
+    monkeypatch.setattr(inference, "ACTIVATION_BUDGET", 40 * 40 * per_pixel)
+    tile = upscaler.auto_tile(x.shape)
+    assert 0 < tile and (tile + 2 * model.halo) ** 2 * per_pixel <= inference.ACTIVATION_BUDGET
+    calls = []
+    monkeypatch.setattr(upscaler, "run", lambda part: calls.append(part.shape) or model.super_resolve(part))
+    torch.testing.assert_close(upscaler(x), whole, atol=1e-5, rtol=0)
+    assert len(calls) > 1 and all(h * w * per_pixel <= inference.ACTIVATION_BUDGET for *_, h, w in calls)
+
+
+def test_default_run_on_a_large_input_stays_within_the_activation_budget(tmp_path):
+    """test.py without --tile on a 200x200 --low-res input at x3, with a wide SRCNN (512 then 32 filters;
+    small kernels, so it is quick): untiled, its activations over the 600x600 output grow the process by
+    1.5 GB; with a 64 MB budget (lowered from the default to keep the test small) by under 500 MB,
+    whatever the imports and images take."""
+    torch.manual_seed(0)
+    torch.save({"model": SRCNN(3, 1, 3, n1=512, n2=32).state_dict(), "meta": {"scale": 3}}, tmp_path / "w.pth")
+    Image.fromarray(textured_image(200, 200)).save(tmp_path / "lr.png")
+    measure = ("import resource, runpy, sys; sys.path.insert(0, sys.argv[1]); import inference; "
+               "inference.ACTIVATION_BUDGET = 64 << 20; peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+               "before = peak(); sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+               "print((peak() - before) // 1024)")
+    result = subprocess.run([sys.executable, "-c", measure, str(REPO), str(REPO / "test.py"), "--image-file",
+                             tmp_path / "lr.png", "--low-res", "--weights-file", tmp_path / "w.pth",
+                             "--inference-path", "eager", "--output-dir", tmp_path / "out"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    grown_mb = int(result.stdout.strip().splitlines()[-1])
+    assert grown_mb < 500, f"grew by {grown_mb} MB"
+    print(f"grew by {grown_mb} MB")
+    assert load_image(tmp_path / "out" / "lr_srcnn_x3.png").shape == (600, 600, 3)

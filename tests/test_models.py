@@ -1,7 +1,10 @@
+import re
+
 import pytest
 import torch
 from torch import nn
 
+import models
 from inference import Upscaler
 from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, load_model
 
@@ -139,3 +142,78 @@ def test_tiled_inference_equals_whole_image_inference(arch, padding, scale):
     whole = upscaler(x)
     for tile in (16, 25, 64):
         torch.testing.assert_close(upscaler(x, tile), whole, atol=1e-5, rtol=0)
+
+
+def srcnn_state(**changes: torch.Tensor) -> dict:
+    """SRCNN 9-5-5 weights with some tensors replaced (None: removed)."""
+    state = build_model("9-5-5").state_dict()
+    state.update(changes)
+    return {k: v for k, v in state.items() if v is not None}
+
+
+def huge(*shape: int) -> torch.Tensor:
+    """A tensor of any declared shape stored as one number (stride 0): a few bytes in a file."""
+    return torch.zeros(1).expand(*shape)
+
+
+def fsrcnn_file(**changes: torch.Tensor | None) -> dict:
+    state = build_model("fsrcnn", scale=3).state_dict()
+    state.update(changes)
+    return {"model": {k: v for k, v in state.items() if v is not None}, "meta": {"scale": 3}}
+
+
+BAD_WEIGHTS = {  # file contents -> what the one-line error says
+    "nan": (srcnn_state(**{"conv1.weight": torch.full((64, 1, 9, 9), float("nan"))}), "conv1.weight holds NaN/Inf values"),
+    "inf": (fsrcnn_file(**{"deconv.bias": torch.tensor([float("inf")])}), "deconv.bias holds NaN/Inf values"),
+    "huge": (srcnn_state(**{"conv1.weight": huge(100_000, 1, 9, 9), "conv1.bias": huge(100_000),
+                            "conv2.weight": huge(32, 100_000, 5, 5)}), "more than 1024 channels"),
+    "zero_channels": (srcnn_state(**{"conv1.weight": torch.zeros(0, 1, 9, 9), "conv1.bias": torch.zeros(0),
+                                     "conv2.weight": torch.zeros(32, 0, 5, 5)}), "conv1.weight has a zero-size dimension"),
+    "even_kernel": (srcnn_state(**{"conv1.weight": torch.zeros(64, 1, 8, 8)}), "8x8 kernel"),
+    "big_kernel": (srcnn_state(**{"conv2.weight": torch.zeros(32, 64, 17, 17)}), "17x17 kernel"),
+    "oblong_kernel": (srcnn_state(**{"conv3.weight": torch.zeros(1, 32, 5, 3)}), "5x3 kernel"),
+    "two_channels": (srcnn_state(**{"conv1.weight": torch.zeros(64, 2, 9, 9), "conv3.weight": torch.zeros(2, 32, 5, 5)}),
+                     "takes 2 input channels"),
+    "parameters": (srcnn_state(**{"conv1.weight": huge(300, 1, 15, 15), "conv1.bias": huge(300),
+                                  "conv2.weight": huge(300, 300, 15, 15), "conv2.bias": huge(300),
+                                  "conv3.weight": huge(1, 300, 5, 5)}), "parameters, more than 10,000,000"),
+    "bias_shape": (srcnn_state(**{"conv1.bias": torch.zeros(63)}), "conv1.bias is (63,), expected (64,)"),
+    "extra_layer": (srcnn_state(**{"conv4.weight": torch.zeros(1, 1, 3, 3)}), "unexpected conv4.weight"),
+    "integers": (srcnn_state(**{"conv2.bias": torch.zeros(32, dtype=torch.int64)}), "conv2.bias is not a dense floating"),
+    "not_a_tensor": ({"model": {**srcnn_state(), "conv1.bias": [0.0] * 64}}, "'conv1.bias' is not a named tensor"),
+    "meta_list": ({"model": srcnn_state(), "meta": [3]}, "metadata is a list"),
+    "padding": ({"model": srcnn_state(), "meta": {"padding": "reflect"}}, "records padding 'reflect'"),
+    "fsrcnn_no_shrink": (fsrcnn_file(**{"shrink.0.weight": None}), "missing or malformed: shrink.0.weight"),
+    "fsrcnn_no_prelu": (fsrcnn_file(**{"expand.1.weight": None}), "missing expand.1.weight"),
+    "fsrcnn_gap": (fsrcnn_file(**{"mapping.6.weight": None, "mapping.6.bias": None, "mapping.7.weight": None,
+                                  "mapping.9.weight": torch.zeros(12, 12, 3, 3)}), "unexpected mapping.9.weight"),
+    "fsrcnn_deconv": (fsrcnn_file(**{"deconv.weight": torch.zeros(56, 1, 7, 7)}), "deconv.weight is (56, 1, 7, 7)"),
+    "fsrcnn_scale": ({**fsrcnn_file(), "meta": {"scale": 5}}, "FSRCNN weights for scale 5"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_WEIGHTS)
+def test_load_model_refuses_weights_that_are_not_sane(tmp_path, case):
+    contents, message = BAD_WEIGHTS[case]
+    torch.save(contents, tmp_path / f"{case}.pth")
+    with pytest.raises(WeightsError, match=f"^{re.escape(str(tmp_path / case))}.pth: .*{re.escape(message)}"):
+        load_model(tmp_path / f"{case}.pth")
+
+
+def test_crafted_shapes_are_refused_before_any_network_is_built(tmp_path, monkeypatch):
+    """A file of a few KB declaring a 100000-filter conv1 (and a 32 x 100000 conv2): building that network
+    would allocate what the shapes say; the shapes are refused before SRCNN is ever constructed."""
+    torch.save(BAD_WEIGHTS["huge"][0], tmp_path / "huge.pth")
+    assert (tmp_path / "huge.pth").stat().st_size < 20_000
+
+    def never(*args, **kwargs):
+        raise AssertionError("a network was built from unchecked shapes")
+    monkeypatch.setattr(models, "SRCNN", never)
+    with pytest.raises(WeightsError, match="huge.pth: conv1.weight .* more than 1024 channels"):
+        load_model(tmp_path / "huge.pth")
+
+
+def test_empty_weights_file_is_refused(tmp_path):
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(WeightsError, match="empty.pth: empty file"):
+        load_model(tmp_path / "empty.pth")

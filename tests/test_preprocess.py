@@ -168,13 +168,22 @@ def test_interrupted_run_leaves_no_complete_looking_file(tmp_path):
     proc = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), "--images", str(folder), "--output", str(out),
                              "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     partial = out.with_name("big.h5.partial")
-    for _ in range(600):  # wait until writing has started
-        if partial.exists():
+    written, deadline = 0, time.time() + 60
+    while time.time() < deadline and proc.poll() is None:  # wait until some images are in the file
+        try:
+            with h5py.File(partial, "r", locking=False) as f:
+                written = len(f["sources"])
+        except (OSError, KeyError):
+            pass
+        if written >= 1:
             break
-        subprocess.run(["sleep", "0.05"])
+        time.sleep(0.05)
+    running = proc.poll() is None
     proc.kill()
     proc.wait()
-    assert not out.exists()  # only the .partial name, which nothing reads as a finished file
+    assert running and 1 <= written < 40, (written, proc.stderr.read().decode()[-2000:])  # killed mid-run, not before
+    assert partial.exists()  # the images done so far stay, under the .partial name
+    assert not out.exists()  # nothing a reader would take for a finished file
 
 
 def test_cut_patches_grid():
@@ -208,7 +217,7 @@ def test_memory_stays_flat_as_the_image_count_grows(tmp_path):
     assert abs(peaks[200] - peaks[20]) < 50, peaks
 
 
-def test_a_full_disk_is_a_clear_error_and_leaves_no_file(tmp_path, monkeypatch):
+def test_a_full_disk_is_a_clear_error_and_keeps_the_partial_file_for_resume(tmp_path, monkeypatch):
     import errno
     import preprocess
     folder = tmp_path / "in"
@@ -223,9 +232,9 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(h5py.Dataset, "__setitem__", no_space)
     out = tmp_path / "out.h5"
     monkeypatch.setattr(sys, "argv", ["preprocess.py", "--images", str(folder), "--output", str(out), "--workers", "1"])
-    with pytest.raises(SystemExit, match="cannot write .*out.h5: No space left on device"):
+    with pytest.raises(SystemExit, match="cannot write .*out.h5: no space left on device; .*continue with --resume"):
         preprocess.main()
-    assert calls and not out.exists() and not list(tmp_path.glob("*.partial"))
+    assert calls and not out.exists() and (tmp_path / "out.h5.partial").exists()  # kept for --resume
 
 
 def test_resume_after_sigkill_gives_exactly_the_clean_file(tmp_path):

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error, need, run
+from conftest import assert_clean_error, need, run, write_patches
 
 from models import load_model
 
@@ -33,15 +33,24 @@ def t91_patches(tmp_path_factory):
 
 
 def test_smoke_training_beats_bicubic_on_set5(data, t91_patches, tmp_path):
+    """Two epochs from scratch (476 steps of 16, the paper's valid padding: half the cost of a step with
+    same padding) beat bicubic on Set5 by a margin no seed comes near: seeds 1-4 score 31.22 / 31.30 /
+    31.36 / 31.09 dB (bicubic 30.39), so the bar of bicubic + 0.4 dB sits 0.3 dB below the worst of them.
+    (One epoch of same padding, 30.50-31.00 dB by seed, straddled a bar of bicubic + 0.3.)"""
     set5 = need(data / "Set5" / "x3")
     bicubic = json.loads((data / "reference_psnr.json").read_text())["Set5_x3"]["Bicubic"]["psnr_mean"]
+    with h5py.File(t91_patches) as f:
+        steps = 2 * (len(f["hr"]) // 16)
     start = time.time()
     result = run("train.py", "--train-file", t91_patches, "--eval-file", set5, "--scale", 3, "--output-dir", tmp_path,
-                 "--lr", 1e-3, "--max-steps", 500, "--epochs", 1, "--workers", 1)
+                 "--lr", 1e-3, "--padding", "valid", "--epochs", 2, "--eval-every", 2, "--image-every", 0,
+                 "--workers", 1)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert time.time() - start < 120
+    # a guard against a run grown much longer (about 85 s on two shared cores; the machine's load moves it by tens of seconds)
+    assert time.time() - start < 180
     model, meta = load_model(tmp_path / "best.pth")
-    assert meta["val_psnr"] > bicubic + 0.3, (meta["val_psnr"], bicubic)
+    assert meta["epoch"] == 2 and meta["step"] == steps and meta["padding"] == "valid"  # the whole run, validated once
+    assert meta["val_psnr"] > bicubic + 0.4, (meta["val_psnr"], bicubic)
     # test.py measures the same weights the same way, to the last digit, on train.py's arithmetic (channels_last;
     # the default ONNX Runtime path agrees within 1/255 per pixel, tests/test_inference.py)
     table = run("test.py", "--weights-file", tmp_path / "best.pth", "--dataset", set5, "--scale", 3,
@@ -73,10 +82,7 @@ def tiny_patches(path, count=96, size=21, seed=0):
     rng = np.random.default_rng(seed)
     hr = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
     lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
-    with h5py.File(path, "w") as f:
-        f["lr"], f["hr"] = lr, hr
-        f.attrs["scale"] = 3
-    return path
+    return write_patches(path, lr, hr)
 
 
 @pytest.fixture
@@ -252,7 +258,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_checkpoint(tmp_path,
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(train_script.torch, "save", no_space)
     train = tiny_patches(tmp_path / "tiny.h5")
-    with pytest.raises(SystemExit, match=r"cannot write .*\.pth: No space left on device"):
+    with pytest.raises(SystemExit, match=r"cannot write .*\.pth: no space left on device"):
         train_script.main(["--train-file", str(train), "--eval-file", str(tiny_eval), "--batch-size", "8",
                            "--workers", "0", "--output-dir", str(tmp_path / "run"), "--epochs", "1"])
     assert not list((tmp_path / "run").glob("*.pth*"))

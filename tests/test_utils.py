@@ -1,14 +1,15 @@
 """utils.py against MATLAB: the shipped LR images were made by MATLAB imresize, and the published
 bicubic PSNRs by MATLAB rgb2ycbcr + the shave-`scale` protocol."""
 import json
+import math
 
 import numpy as np
 import pytest
 from conftest import need
 from skimage.metrics import structural_similarity
 
-from utils import (degrade, imresize, load_image, modcrop, psnr, rgb2ycbcr, shave, ssim, to_uint8, upscale_bicubic,
-                   y_channel, ycbcr2rgb)
+from utils import (STRIP_ROWS, degrade, gaussian_blur, imresize, load_image, modcrop, psnr, rgb2ycbcr, shave, ssim,
+                   to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
 
 SETS = [(name, scale) for name in ("Set5", "Set14") for scale in (2, 3, 4)]
 
@@ -32,6 +33,17 @@ def test_degrade_reproduces_every_matlab_made_lr_file_bit_exactly(data):
 
 def test_rounding_is_matlabs():
     assert to_uint8(np.array([0.5, 1.5, 2.5, 254.5, -0.5, 300.0])).tolist() == [1, 2, 3, 255, 0, 255]
+    assert to_uint8(np.array([0.49, 1.51, 254.49, 255.49, 255.5, -3.7, -0.51, 127.0])).tolist() == [0, 2, 254, 255, 255, 0, 0, 127]
+    image = np.array([[7, 200]], np.uint8)
+    assert to_uint8(image).dtype == np.uint8 and to_uint8(image).tolist() == [[7, 200]]  # uint8 passes unchanged
+
+
+def test_rounding_covers_every_row_of_a_tall_image():
+    """Conversions run STRIP_ROWS rows at a time: every strip, the last partial one included, is written."""
+    rows = 2 * STRIP_ROWS + 37
+    values = np.arange(rows)[:, None] % 250 + np.array([0.5, 0.49, 0.51])  # x.5 (up), x.49 (down), x.51 (up)
+    expected = np.arange(rows)[:, None] % 250 + np.array([1, 0, 1])
+    np.testing.assert_array_equal(to_uint8(values), expected)
 
 
 @pytest.mark.parametrize("name,scale", SETS)
@@ -59,33 +71,123 @@ def test_imresize_upscale_interpolates_a_ramp_exactly():
     np.testing.assert_allclose(up[4, 8:-8], expected[8:-8], atol=1e-9)
 
 
-def test_rgb2ycbcr_matches_matlab_constants():
-    assert np.allclose(rgb2ycbcr(np.array([255, 255, 255])), [235, 128, 128], atol=1e-3)
-    assert np.allclose(rgb2ycbcr(np.array([0, 0, 0])), [16, 128, 128])
-    assert np.allclose(rgb2ycbcr(np.array([255, 0, 0])), [81.481, 90.203, 240], atol=1e-3)
-    rgb = np.random.default_rng(0).integers(0, 256, (20, 20, 3))
-    np.testing.assert_allclose(ycbcr2rgb(rgb2ycbcr(rgb)), rgb, atol=1e-9)
+# MATLAB R2019b: rgb2ycbcr(uint8(reshape(rgb, 1, 1, 3))), uint8 in, uint8 out
+MATLAB_YCBCR = {(255, 0, 0): (81, 90, 240), (0, 255, 0): (145, 54, 34), (0, 0, 255): (41, 240, 110),
+                (255, 255, 255): (235, 128, 128), (0, 0, 0): (16, 128, 128), (128, 128, 128): (126, 128, 128),
+                (255, 255, 0): (210, 16, 146), (0, 255, 255): (170, 166, 16), (255, 0, 255): (106, 202, 222)}
 
 
-def test_y_channel_is_uint8_y_for_rgb_and_raw_for_gray():
-    rgb = np.random.default_rng(1).integers(0, 256, (5, 5, 3)).astype(np.uint8)
-    np.testing.assert_array_equal(y_channel(rgb), to_uint8(rgb2ycbcr(rgb)[..., 0]))
-    gray = rgb[..., 0]
-    np.testing.assert_array_equal(y_channel(gray), gray)
+def test_rgb2ycbcr_gives_matlabs_uint8_results():
+    rgb = np.array([list(MATLAB_YCBCR)], np.uint8)  # 1 x 9 x 3
+    expected = np.array([list(MATLAB_YCBCR.values())])
+    np.testing.assert_array_equal(to_uint8(rgb2ycbcr(rgb)), expected)
+    np.testing.assert_allclose(rgb2ycbcr(np.array([255, 0, 0])), [81.481, 90.203, 240], atol=1e-3)
+    np.testing.assert_allclose(ycbcr2rgb(expected.astype(float)), rgb, atol=1.5)  # back to the colours, within rounding
+    noise = np.random.default_rng(0).integers(0, 256, (20, 20, 3))
+    np.testing.assert_allclose(ycbcr2rgb(rgb2ycbcr(noise)), noise, atol=1e-9)
+
+
+def test_y_channel_is_matlabs_uint8_y_for_rgb_and_raw_for_gray():
+    """Y rounded as MATLAB's uint8 cast: 144.553 (green) is 145 and 40.966 (blue) 41, not 144 and 40;
+    every row of an image taller than a conversion strip gets its own value."""
+    colours = np.array(list(MATLAB_YCBCR), np.uint8)
+    rows = 2 * STRIP_ROWS + 37
+    image = np.repeat(colours[np.arange(rows) % len(colours)][:, None], 4, axis=1)  # row i: colour i mod 9
+    y = y_channel(image)
+    assert y.shape == (rows, 4) and y.dtype == np.float64
+    expected_y = np.array([ycbcr[0] for ycbcr in MATLAB_YCBCR.values()])[np.arange(rows) % len(colours)]
+    np.testing.assert_array_equal(y, np.repeat(expected_y[:, None], 4, axis=1))
+    gray = np.array([[0, 17, 128, 255]], np.uint8)
+    np.testing.assert_array_equal(y_channel(gray), [[0, 17, 128, 255]])  # gray is its own Y, not 16..235
+
+
+def test_modcrop_keeps_the_top_left():
+    grid = np.arange(101 * 77).reshape(101, 77)  # the value at (r, c) is 77 r + c
+    cropped = modcrop(grid, 4)
+    assert cropped.shape == (100, 76)
+    assert cropped[0, 0] == 0 and cropped[-1, -1] == 77 * 99 + 75
+    np.testing.assert_array_equal(cropped, 77 * np.arange(100)[:, None] + np.arange(76))
+    rgb = np.stack([grid, grid + 1, grid + 2], axis=2)
+    np.testing.assert_array_equal(modcrop(rgb, 3), rgb[:99, :75])
+    assert modcrop(rgb, 3)[0, 0].tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(modcrop(grid[:100, :76], 4), grid[:100, :76])  # already a multiple: unchanged
+
+
+@pytest.mark.parametrize("sigma", [0.73, 1.6])
+def test_gaussian_blur_matches_scipy_with_radius_ceil_3_sigma(sigma):
+    """scipy's Gaussian filter, its radius set to ceil(3 sigma), 'reflect' edges (NumPy's 'symmetric':
+    the edge pixel repeated): the same everywhere, the border included; per channel for RGB."""
+    from scipy.ndimage import gaussian_filter
+    radius = math.ceil(3 * sigma)
+    rng = np.random.default_rng(0)
+    gray = rng.uniform(0, 255, (23, 31))
+    expected = gaussian_filter(gray, sigma, mode="reflect", radius=radius)
+    blurred = gaussian_blur(gray, sigma)
+    np.testing.assert_allclose(blurred, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(blurred[:radius], expected[:radius], rtol=0, atol=1e-9)  # at the borders
+    rgb = rng.integers(0, 256, (17, 19, 3)).astype(np.uint8)
+    np.testing.assert_allclose(gaussian_blur(rgb, sigma), gaussian_filter(rgb.astype(float), (sigma, sigma, 0),
+                                                                          mode="reflect", radius=(radius, radius, 0)),
+                               rtol=0, atol=1e-9)
+
+
+def test_blurred_degradation_rounds_the_blur_to_8_bits_then_shrinks():
+    """degrade with a blur: Gaussian (scipy, radius ceil(3 sigma)), stored as uint8 (MATLAB's rounding), then
+    MATLAB bicubic down; the bicubic image is that LR image upscaled."""
+    from scipy.ndimage import gaussian_filter
+    hr = np.random.default_rng(4).integers(0, 256, (30, 36, 3)).astype(np.uint8)
+    blurred = gaussian_filter(hr.astype(float), (0.73, 0.73, 0), mode="reflect", radius=(3, 3, 0))
+    lr, bicubic = degrade(hr, 3, 0.73)
+    assert lr.dtype == bicubic.dtype == np.uint8 and lr.shape == (10, 12, 3) and bicubic.shape == hr.shape
+    np.testing.assert_array_equal(lr, imresize(np.floor(blurred + 0.5).astype(np.uint8), 1 / 3))
+    np.testing.assert_array_equal(bicubic, imresize(lr, 3))
+    assert not np.array_equal(lr, degrade(hr, 3)[0])  # the blur changed it
+
+
+@pytest.mark.parametrize("sigma,radius", [(0.73, 3), (1.0, 3), (1.6, 5)])
+def test_gaussian_blur_impulse_response_is_a_normalised_gaussian_of_radius_ceil_3_sigma(sigma, radius):
+    impulse = np.zeros((31, 31))
+    impulse[15, 15] = 1.0
+    response = gaussian_blur(impulse, sigma)
+    rows, columns = np.nonzero(response)
+    assert (rows.min(), rows.max(), columns.min(), columns.max()) == (15 - radius, 15 + radius, 15 - radius, 15 + radius)
+    assert response.sum() == pytest.approx(1.0, abs=1e-12)
+    x = np.arange(-radius, radius + 1)
+    g = np.exp(-x ** 2 / (2 * sigma ** 2))
+    np.testing.assert_allclose(response[15 - radius:16 + radius, 15 - radius:16 + radius], np.outer(g, g) / g.sum() ** 2,
+                               rtol=1e-12, atol=1e-15)
+    # an impulse in the corner: the symmetric edge folds the kernel's outer half back onto the image
+    corner = np.zeros((12, 12))
+    corner[0, 0] = 1.0
+    folded = gaussian_blur(corner, sigma)
+    edge = np.zeros(12)
+    for i, k in zip(x, g / g.sum()):  # tap i of pixel j reads pixel j + i, mirrored: -1 -> 0, -2 -> 1, ...
+        for j in range(12):
+            if (j + i if j + i >= 0 else -1 - (j + i)) == 0:
+                edge[j] += k
+    np.testing.assert_allclose(folded, np.outer(edge, edge), rtol=1e-12, atol=1e-15)
 
 
 def test_modcrop_and_shave():
     image = np.zeros((101, 77, 3))
     assert modcrop(image, 4).shape == (100, 76, 3)
-    assert shave(np.zeros((10, 12)), 3).shape == (4, 6)
+    grid = np.arange(10 * 12).reshape(10, 12)
+    np.testing.assert_array_equal(shave(grid, 3), 12 * np.arange(3, 7)[:, None] + np.arange(3, 9))
+    assert shave(grid, 0) is grid
 
 
 def test_psnr_and_ssim_follow_the_protocol():
     rng = np.random.default_rng(2)
     hr = rng.uniform(0, 255, (40, 40))
     sr = hr.copy()
-    sr[:3] = 0  # errors only inside the shaved border do not count
+    sr[:3], sr[-3:], sr[:, :3], sr[:, -3:] = 0, 255, 0, 255  # errors only inside the shaved border do not count
     assert psnr(hr, sr, 3) == float("inf")
+    assert ssim(hr, sr, 3) == pytest.approx(1.0)
+    inside = hr.copy()
+    inside[3, 3], inside[-4, -4], inside[3, -4], inside[-4, 3] = hr[3, 3] + 34, hr[-4, -4] - 34, hr[3, -4] + 34, hr[-4, 3] - 34
+    # the four corners of the measured 34 x 34 centre: 4 errors of 34 among 34 * 34 pixels
+    assert psnr(hr, inside, 3) == pytest.approx(10 * np.log10(255 ** 2 / (4 * 34 ** 2 / 34 ** 2)))
+    assert psnr(hr, inside, 4) == float("inf")
     noisy = hr + 5.0
     assert psnr(hr, noisy, 3) == pytest.approx(10 * np.log10(255 ** 2 / 25))
     assert ssim(hr, hr, 3) == pytest.approx(1.0)
@@ -93,3 +195,14 @@ def test_psnr_and_ssim_follow_the_protocol():
                                      sigma=1.5, use_sample_covariance=False)
     assert ssim(hr, noisy, 3) == pytest.approx(expected)
     assert ssim(hr, hr + rng.normal(0, 20, hr.shape), 3) < ssim(hr, noisy, 3)
+
+
+def test_ssim_of_an_image_taller_than_a_strip_equals_the_whole_image_computation():
+    """ssim() builds its map STRIP_ROWS rows at a time with 5 rows of context: the same mean as one
+    scikit-image call on the whole shaved image."""
+    rng = np.random.default_rng(3)
+    hr = rng.uniform(0, 255, (2 * STRIP_ROWS + 50, 30))
+    sr = np.clip(hr + rng.normal(0, 25, hr.shape) * np.linspace(0, 2, len(hr))[:, None], 0, 255)  # error varies by row
+    expected = structural_similarity(hr[4:-4, 4:-4], sr[4:-4, 4:-4], data_range=255, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False)
+    assert ssim(hr, sr, 4) == pytest.approx(expected, rel=1e-12)

@@ -2,6 +2,7 @@
 The server is a local one on 127.0.0.1 started by the test: nothing leaves the machine."""
 import hashlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,20 +18,33 @@ from models import WeightsError, build_model, load_model
 
 @pytest.fixture
 def server(tmp_path):
-    """Serves {path: bytes}; '/cut/...' declares the full length but sends half. Counts requests."""
+    """Serves {path: bytes}; '/cut/...' declares the full length but sends half; '/slow/...' sends one byte
+    every 0.2 s (for at most 30 s, so no thread outlives a test run by long). Counts requests."""
     files, hits = {}, []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             hits.append(self.path)
-            body = files.get(self.path.removeprefix("/cut"))
+            body = files.get(self.path.removeprefix("/cut").removeprefix("/slow"))
             if body is None:
                 self.send_error(404)
                 return
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if self.path.startswith("/cut") else body)
+            if self.path.startswith("/slow"):
+                self.trickle(body[:150])
+            else:
+                self.wfile.write(body[: len(body) // 2] if self.path.startswith("/cut") else body)
+
+        def trickle(self, body):
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:  # the client gave up: what the test wants
+                pass
 
         def log_message(self, *args):
             pass
@@ -77,6 +91,32 @@ def test_bad_downloads_leave_nothing_in_the_cache(server, weights_bytes, tmp_pat
     with pytest.raises(WeightsError, match="download failed"):
         download_weights(f"{base}/missing.pth", digest, cache, allow_http=True)
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_a_corrupt_cached_download_is_fetched_again(server, weights_bytes, tmp_path):
+    base, files, hits = server
+    files["/srcnn_x3.pth"] = weights_bytes
+    digest = hashlib.sha256(weights_bytes).hexdigest()
+    cache = tmp_path / "cache"
+    path = download_weights(f"{base}/srcnn_x3.pth", digest, cache, allow_http=True)
+    path.write_bytes(weights_bytes[:100] + b"flipped" + weights_bytes[107:])  # same size, other bytes
+    assert download_weights(f"{base}/srcnn_x3.pth", digest, cache, allow_http=True) == path
+    assert hits == ["/srcnn_x3.pth"] * 2  # the cached copy was hashed, found wrong and fetched again
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    load_model(path)
+
+
+def test_a_trickling_download_stops_at_its_deadline(server, weights_bytes, tmp_path):
+    """A server sending a byte every 0.2 s never lets a read time out; the deadline still ends the download."""
+    base, files, _ = server
+    files["/srcnn_x3.pth"] = weights_bytes
+    cache = tmp_path / "cache"
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match="srcnn_x3.pth: download took longer than 2 s"):
+        download_weights(f"{base}/slow/srcnn_x3.pth", hashlib.sha256(weights_bytes).hexdigest(), cache,
+                         allow_http=True, deadline=2)
+    assert time.monotonic() - start < 6
+    assert not any(cache.iterdir())
 
 
 def test_test_script_takes_a_url(server, weights_bytes, tmp_path, monkeypatch):
