@@ -9,6 +9,10 @@ from pathlib import Path
 import torch
 
 from files import WriteError, atomic_write, previous_path
+from utils import first_line
+
+CHECKPOINT_FILES = ("last.pth", "previous-last.pth", "best.pth")  # what train.py keeps in a run folder
+RESUME_KEYS = {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "best_psnr"}  # what --resume reads
 
 
 def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
@@ -19,12 +23,6 @@ def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
             torch.save(obj, tmp)
     except WriteError as err:
         raise SystemExit(f"error: {err}") from None
-
-
-def first_line(err: BaseException) -> str:
-    """An exception in a few words: its first line, or its type when it has no message (EOFError)."""
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -38,7 +36,7 @@ def load_checkpoint(path: Path) -> dict:
         except Exception as err:  # a truncated, empty or garbled file
             print(f"warning: {candidate} is unreadable ({first_line(err)}); trying {previous.name}", file=sys.stderr)
             continue
-        if isinstance(state, dict) and {"model", "optimizer", "step", "epoch"} <= state.keys():
+        if isinstance(state, dict) and RESUME_KEYS <= state.keys():
             return state
         print(f"warning: {candidate} is not a training checkpoint; trying {previous.name}", file=sys.stderr)
     raise SystemExit(f"error: --resume: no readable {path} or {previous}")

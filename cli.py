@@ -1,10 +1,14 @@
 """The command-line vocabulary every script shares: one flag name per concept (--scale, --device,
---workers, --output-dir, --weights-file, --data), and --help that shows every default."""
+--workers, --output-dir, --weights-file, --data), --help that shows every default, and one-line errors."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+from files import LockedError, WriteError
 
 DATA = Path("data")  # where the README puts T91/, Set5/, Set14/ (a folder or a link in the clone)
 
@@ -52,3 +56,14 @@ def add_output_dir(parser: argparse.ArgumentParser, default: Path | None, what: 
 
 def add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding T91/, Set5/ and Set14/")
+
+
+@contextlib.contextmanager
+def one_line_errors(*expected: type[Exception]) -> Iterator[None]:
+    """A script's `main` (as a decorator) or a block: a failed write, a folder or file another process holds,
+    and the `expected` errors (bad weights, images, data) end the script with one `error: ...` line naming
+    the file and the problem, never a traceback. Their messages are written to be read as they are."""
+    try:
+        yield
+    except (WriteError, LockedError, *expected) as err:
+        raise SystemExit(f"error: {err}") from None

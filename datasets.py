@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils import benchmark_pairs
+from utils import benchmark_pairs, first_line
 
 
 def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
@@ -66,7 +66,7 @@ def verify_checksums(f: h5py.File, path: str | Path, keep: bool) -> dict[str, np
                 f[name][start:start + 1024]  # reading is the check
         return None
     except OSError as err:
-        raise ValueError(f"{path}: its patch data is corrupt ({str(err).splitlines()[0]}); make it again") from None
+        raise ValueError(f"{path}: its patch data is corrupt ({first_line(err)}); make it again") from None
 
 
 class PatchDataset(Dataset):
@@ -77,16 +77,18 @@ class PatchDataset(Dataset):
     fork) and read one patch at a time, so no process holds it in memory: Holopix-sized files stay on
     disk. `in_memory` reads the whole file once instead (T91 is 50 MB): on a GPU, per-batch disk reads
     would otherwise take longer than the training step. Reading is deterministic; augmentation
-    (`augment_pairs`) happens in the training loop, where its randomness can be replayed.
+    (`augment_pairs`) happens in the training loop, where its randomness can be replayed. The file is
+    checked first (check_patches), and with `verify` read once through its checksums (verify_checksums;
+    under torchrun one rank does it for all).
     """
 
-    def __init__(self, path: str | Path, in_memory: bool = False) -> None:
+    def __init__(self, path: str | Path, in_memory: bool = False, verify: bool = True) -> None:
         self.path, self.file = str(path), None
         with open_h5(path, ("lr", "hr")) as f:
             self.attrs = dict(f.attrs)
             check_patches(f, path)
             self.length = len(f["lr"])
-            self.file = verify_checksums(f, path, keep=in_memory)
+            self.file = verify_checksums(f, path, keep=in_memory) if in_memory or verify else None
 
     def __len__(self) -> int:
         return self.length

@@ -31,7 +31,7 @@ def previous_path(path: Path) -> Path:
     return path.with_name(f"previous-{path.name}")
 
 
-def reason(err: BaseException, folder: Path) -> str:
+def write_failure(err: BaseException, folder: Path) -> str:
     """Why a write failed, in words. torch.save reports a full disk as a RuntimeError of its own, so a
     folder with (almost) no space left is named as the cause whatever the exception says."""
     try:
@@ -46,6 +46,7 @@ def reason(err: BaseException, folder: Path) -> str:
 
 
 def fsync_path(path: Path, directory: bool = False) -> None:
+    """Flush a file (or a folder's entries, after a rename in it) from the OS's cache to the disk."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
@@ -69,9 +70,10 @@ def atomic_write(path: str | Path, keep_previous: bool = False) -> Iterator[Path
         os.replace(tmp, path)
         fsync_path(path.parent, directory=True)
     except (OSError, RuntimeError) as err:
+        why = write_failure(err, path.parent)  # before the unlink frees the space that tells a full disk
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise WriteError(f"cannot write {path}: {reason(err, path.parent)}") from None
+        raise WriteError(f"cannot write {path}: {why}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -90,7 +92,7 @@ def make_folder(folder: str | Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise WriteError(f"cannot create {folder}: {reason(err, folder.parent)}") from None
+        raise WriteError(f"cannot create {folder}: {write_failure(err, folder.parent)}") from None
     return folder
 
 
@@ -101,7 +103,7 @@ def check_writable(folder: str | Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise WriteError(f"cannot write in {folder}: {reason(err, Path(folder))}") from None
+        raise WriteError(f"cannot write in {folder}: {write_failure(err, Path(folder))}") from None
 
 
 @contextlib.contextmanager
@@ -113,15 +115,16 @@ def hold_lock(lock_file: str | Path, what: str) -> Iterator[None]:
     try:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
-        raise WriteError(f"cannot write {lock_file}: {reason(err, lock_file.parent)}") from None
+        raise WriteError(f"cannot write {lock_file}: {write_failure(err, lock_file.parent)}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise LockedError(f"{what} is in use by another process (pid {holder}); wait for it to finish") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # the holder's pid is for the message above: a full disk may refuse it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

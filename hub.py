@@ -8,13 +8,14 @@ import json
 import os
 import re
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from files import make_folder
+from files import atomic_write, make_folder, write_text
 from models import WeightsError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -33,9 +34,7 @@ def read_manifest(path: Path = MANIFEST) -> dict:
 
 
 def write_manifest(manifest: dict, path: Path = MANIFEST) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(manifest, indent=1) + "\n")
 
 
 def card_table(manifest: dict) -> str:
@@ -53,7 +52,7 @@ def write_card(card: Path, manifest: dict) -> None:
     text = card.read_text()
     if CARD_TABLE not in text:
         raise ValueError(f"{card}: no {CARD_TABLE} line to put the table under")
-    card.write_text(text[: text.index(CARD_TABLE) + len(CARD_TABLE)] + "\n\n" + card_table(manifest) + "\n")
+    write_text(card, text[: text.index(CARD_TABLE) + len(CARD_TABLE)] + "\n\n" + card_table(manifest) + "\n")
 
 
 def file_sha256(path: Path) -> str:
@@ -64,6 +63,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError)  # not the disk's
 DOWNLOAD_DEADLINE = 600.0  # seconds a whole download may take: a server trickling bytes never holds one forever
 READ_TIMEOUT = 60.0  # seconds one read may wait for the server's next bytes
 
@@ -88,18 +88,17 @@ def download_weights(url: str, sha256: str | None = None, cache_dir: Path | None
     target = cache_dir / f"{expected[:12]}-{name}"
     if target.exists() and file_sha256(target) == expected:
         return target
-    partial = make_folder(cache_dir) / (target.name + ".partial")
-    try:
-        _fetch(url, partial, name, deadline)
+    # a temporary name of this process's (two downloads of one file do not clobber each other), renamed
+    # only once verified; a failure to write it is a files.WriteError naming the cache
+    with atomic_write(make_folder(cache_dir) / target.name) as partial:
+        try:
+            _fetch(url, partial, name, deadline)
+        except NETWORK_ERRORS as err:
+            raise WeightsError(f"{url}: download failed ({err!r})") from None
         actual = file_sha256(partial)
         if actual != expected:
             raise WeightsError(f"{url}: sha256 mismatch (expected {expected}, got {actual}); not used")
-        partial.replace(target)
-        return target
-    except (OSError, http.client.HTTPException) as err:
-        raise WeightsError(f"{url}: download failed ({err!r})") from None
-    finally:
-        partial.unlink(missing_ok=True)
+    return target
 
 
 def _fetch(url: str, partial: Path, name: str, deadline: float) -> None:

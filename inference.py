@@ -24,6 +24,7 @@ from torch import nn
 from files import atomic_write, make_folder
 from hub import cache_folder
 from models import FSRCNN, SRCNN
+from utils import first_line
 
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}  # tensor layouts
 
@@ -72,7 +73,7 @@ def _checked_session(path: Path, model: SRCNN | FSRCNN) -> tuple[object | None, 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = session.run(None, {"input": example.numpy()})[0]
     except Exception as err:  # onnxruntime raises its own types for unreadable, invalid or other graphs
-        return None, f"does not load ({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})"
+        return None, f"does not load ({first_line(err)})"
     difference = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
     if not difference <= ONNX_TOLERANCE:
         return None, f"does not match the network (off by {difference:.2g})"

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils import first_line
+
 # SRCNN f1-f2-f3 of the paper's Table 1 / Fig. 8 (n1=64, n2=32 throughout); FSRCNN (d, s, m) of its Section 3.
 ARCHS = {"9-1-5": (9, 1, 5), "9-3-5": (9, 3, 5), "9-5-5": (9, 5, 5), "fsrcnn": (56, 12, 4), "fsrcnn-s": (32, 5, 1)}
 
@@ -280,8 +282,7 @@ def load_model(path: str | Path, padding: str | None = None, scale: int | None =
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such weights file") from None
     except Exception as err:  # torch raises many types for corrupt or unsafe files, some without a message
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"{path}: not a loadable weights file ({reason})") from None
+        raise WeightsError(f"{path}: not a loadable weights file ({first_line(err)})") from None
     state, meta = _state_dict_of(obj, path)
     if "feature.0.weight" in state:
         make = _fsrcnn_maker(state, meta, scale, path)

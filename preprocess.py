@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 import cli
-from files import LockedError, WriteError, check_writable, fsync_path, hold_lock, make_folder, reason
+from files import check_writable, fsync_path, hold_lock, make_folder, write_failure
 from utils import MAX_PIXELS, ImageError, benchmark_pairs, degrade, imresize, list_images, load_image, modcrop, to_color, to_uint8
 
 PRESETS = {  # patch size, stride, blur sigma
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patch-size", type=int, help="overrides the preset")
     parser.add_argument("--stride", type=int, help="overrides the preset")
     parser.add_argument("--blur-sigma", type=float, help="Gaussian blur before downscaling (0 = none); overrides the preset")
-    parser.add_argument("--max-images", type=int, help="use only the first N images (sorted by path)")
+    parser.add_argument("--max-images", type=int, help="use only the first N images (sorted by path; default: all)")
     parser.add_argument("--lr-size", action="store_true",
                         help="LR patches at LR size (for FSRCNN), not bicubic-upscaled (for SRCNN)")
     parser.add_argument("--channels", type=int, default=1, choices=[1, 3], help="1: Y only (the paper's main setting)")
@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its OUTPUT.partial file (same images and settings)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh, deleting an interrupted run's OUTPUT.partial file")
+                        help="start afresh, deleting an interrupted run's OUTPUT.partial file (a finished OUTPUT is "
+                             "replaced only once the new one is complete)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes cutting images (default: the CPU count)")
     return parser
@@ -236,6 +237,8 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--eval reads a folder of images (--images)")
     if args.resume and args.overwrite:
         parser.error("--resume continues OUTPUT.partial, --overwrite deletes it: choose one")
+    if args.resume and args.eval:
+        parser.error("an --eval file is written whole: --overwrite starts an interrupted one afresh")
     if args.images and not args.images.is_dir():
         parser.error(f"--images {args.images}: not a folder")
     args.color = "y" if args.channels == 1 else args.color
@@ -298,18 +301,16 @@ def write_file(args: argparse.Namespace, paths: list[Path], output: Path, total:
     that a second preprocess.py cannot touch it. A partial file is removed only by the process that created
     it, and only when it cannot be resumed; an interrupted run's partial file is never discarded unasked."""
     partial_path = output.with_name(output.name + ".partial")
-    try:
-        check_writable(output.parent)
-        with hold_lock(output.with_name(f".{output.name}.lock"), str(output)):
-            resuming = args.resume and partial_path.exists()
-            if args.resume and not resuming:
-                print(f"--resume: no {partial_path}; starting afresh", file=sys.stderr)
-            if partial_path.exists() and not (args.resume or args.overwrite):
-                raise SystemExit(f"error: {partial_path} holds an interrupted run: continue it with --resume, "
-                                 "or start afresh with --overwrite")
-            return fill_partial(args, paths, partial_path, output, total, resuming)
-    except (WriteError, LockedError) as err:
-        raise SystemExit(f"error: {err}") from None
+    check_writable(output.parent)
+    with hold_lock(output.with_name(f".{output.name}.lock"), str(output)):
+        resuming = args.resume and partial_path.exists()
+        if args.resume and not resuming:
+            print(f"--resume: no {partial_path}; starting afresh", file=sys.stderr)
+        if partial_path.exists() and not (args.resume or args.overwrite):
+            how = "start it afresh with --overwrite" if args.eval else \
+                "continue it with --resume, or start afresh with --overwrite"
+            raise SystemExit(f"error: {partial_path} holds an interrupted run: {how}")
+        return fill_partial(args, paths, partial_path, output, total, resuming)
 
 
 def fill_partial(args: argparse.Namespace, paths: list[Path], partial_path: Path, output: Path, total: int,
@@ -329,20 +330,22 @@ def fill_partial(args: argparse.Namespace, paths: list[Path], partial_path: Path
         fsync_path(output.parent, directory=True)
         return count, skipped
     except KeyboardInterrupt:
-        keep_partial = not args.eval
-        raise SystemExit(f"interrupted: {partial_path} holds the images done so far; continue with --resume") from None
+        keep_partial = not args.eval  # --eval files are written whole: there is nothing to resume
+        raise SystemExit(f"interrupted: {partial_path} holds the images done so far; continue with --resume"
+                         if keep_partial else f"interrupted: nothing written to {output}") from None
     except (ImageError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     except OSError as err:  # a full disk, an unwritable folder, a partial file a kill left unreadable
         keep_partial = keep_partial or (err.errno == errno.ENOSPC and not args.eval)
         hint = f"; {partial_path} is kept: free some space and continue with --resume" if keep_partial and not resuming else ""
-        raise SystemExit(f"error: cannot write {output}: {reason(err, output.parent)}{hint}") from None
+        raise SystemExit(f"error: cannot write {output}: {write_failure(err, output.parent)}{hint}") from None
     finally:
         progress.close()
         if not keep_partial:
             partial_path.unlink(missing_ok=True)
 
 
+@cli.one_line_errors()
 def main() -> None:
     parser = build_parser()
     args = parse_args(parser)
@@ -351,10 +354,7 @@ def main() -> None:
     if not paths:
         parser.error(f"{root}: no images found (png, jpg, bmp, tif)")
     output = args.output or default_output(args)
-    try:
-        make_folder(output.parent)
-    except WriteError as err:
-        raise SystemExit(f"error: {err}") from None
+    make_folder(output.parent)
     total = sum(not p.stem.endswith("_LR") for p in paths) if args.eval else len(paths)  # an LR file is no image of its own
     count, skipped = write_file(args, paths, output, total)
     print(f"wrote {output}: {count} {'images' if args.eval else 'patch pairs'} from {total - len(skipped)} images"

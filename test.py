@@ -25,6 +25,7 @@ from skimage import data as skimage_data
 
 import cli
 from comparison import comparison_sheet
+from datasets import MIN_MEASURED_SIDE
 from evaluate import evaluate_dataset, psnr_ssim, upscale
 from hub import WEIGHTS_DIR, download_weights
 from files import WriteError, check_writable, make_folder, write_text
@@ -124,7 +125,7 @@ def process_image(upscaler: Upscaler, image: np.ndarray, name: str, args: argpar
         lr, bicubic = degrade(hr, s, args.blur_sigma)
     sr, sr_y = upscale(upscaler, lr, bicubic, args.color, args.tile)
     label = network.upper().replace("_", " ")
-    measurable = hr is not None and min(hr.shape[:2]) - 2 * s >= 11  # one 11x11 SSIM window once shaved
+    measurable = hr is not None and min(hr.shape[:2]) - 2 * s >= MIN_MEASURED_SIDE  # one SSIM window once shaved
     if measurable:
         (bicubic_psnr, bicubic_ssim), (sr_psnr, sr_ssim) = psnr_ssim(hr, y_channel(bicubic), s), psnr_ssim(hr, sr_y, s)
         panels = [(f"bicubic  {bicubic_psnr:.2f} dB", bicubic), (f"{label}  {sr_psnr:.2f} dB", sr), ("original", hr)]
@@ -208,9 +209,10 @@ def main() -> None:
         model, meta, weights = load_weights(args)
         args.color, trained_blur = weights_color(model, meta, weights), float(meta.get("blur_sigma", 0.0))
         args.blur_sigma = trained_blur if args.blur_sigma is None else args.blur_sigma
-        for target in (args.json, args.export_onnx):  # written after all the work: an unwritable folder stops it first
-            if target:
-                check_writable(make_folder(target.parent))
+        folders = [target.parent for target in (args.json, args.export_onnx) if target] or \
+            ([] if args.dataset else [args.output_dir])
+        for folder in folders:  # written after the work: an unwritable folder stops it first
+            check_writable(make_folder(folder))
         if args.export_onnx:
             export_onnx(model, args.export_onnx)
             print(f"wrote {args.export_onnx}: input 'input' ({'LR' if model.takes_lr else 'bicubic'} image, "

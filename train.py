@@ -31,13 +31,13 @@ from tqdm import tqdm
 
 import cli
 import losses
-from checkpoints import load_checkpoint, save_atomic
+from checkpoints import CHECKPOINT_FILES, load_checkpoint, save_atomic
 from datasets import PatchDataset, augment_pairs, eval_pairs
 from files import LockedError, WriteError, check_writable, hold_lock, make_folder
 from evaluate import evaluate_pairs, upscale
 from inference import MEMORY_FORMATS, Upscaler, choose_device
 from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, load_model
-from utils import ImageError, filter_grid, to_uint8, upscale_bicubic, y_channel
+from utils import ImageError, filter_grid, first_line, to_uint8, upscale_bicubic, y_channel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="patches per optimiser step, over all processes")
     parser.add_argument("--epochs", type=int, default=400, help="length of the run (and of a cosine schedule)")
     parser.add_argument("--max-steps", type=int,
-                        help="stop after this many optimiser steps in all (the checkpoint counts a cut epoch as done)")
+                        help="stop after this many optimiser steps in all (the checkpoint counts a cut epoch as done; "
+                             "default: no limit)")
     cli.add_workers(parser, "DataLoader processes reading patches")
     parser.add_argument("--seed", type=int, default=123, help="seeds the initialisation, shuffle and augmentation")
     cli.add_device(parser)
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue from <output-dir>/last.pth (with the settings it was started with)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh in an --output-dir holding another run's checkpoints: deletes them and its logs")
+                        help="start afresh in an --output-dir holding another run: its checkpoints and logs are "
+                             "deleted once this run's inputs have been checked")
     parser.add_argument("--log-every", type=int, default=100, help="steps between training-metric logs")
     parser.add_argument("--eval-every", type=int, default=1,
                         help="epochs between validations (and best.pth updates); the last epoch is always validated")
@@ -103,8 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # What a run is: a resumed run must be given the same (--epochs too under a cosine schedule, whose shape it
-# sets); --max-steps, --workers, --device, --eval-file and the logging intervals may change between turns.
-RUN_SETTINGS = ("train_file", "scale", "arch", "padding", "paper_init", "loss", "loss_weights", "optimizer", "lr",
+# sets); --max-steps, --workers, --device and the logging intervals may change between turns.
+RUN_SETTINGS = ("train_file", "eval_file", "scale", "arch", "padding", "paper_init", "loss", "loss_weights", "optimizer", "lr",
                 "last_lr_ratio", "lr_schedule", "momentum", "augment", "batch_size", "seed")
 
 
@@ -171,12 +173,12 @@ def finish_distributed(world: int) -> None:
         dist.destroy_process_group()
 
 
-def load_data(args: argparse.Namespace) -> tuple[PatchDataset, list, str, float]:
+def load_data(args: argparse.Namespace, rank: int) -> tuple[PatchDataset, list, str, float]:
     """The training patches, the validation images (degraded as the patches were: the same blur), and the
     colour space and blur the patches were made with; every mismatch with the arguments is refused
     before any training."""
     try:
-        train_set = PatchDataset(args.train_file, in_memory=args.in_memory)
+        train_set = PatchDataset(args.train_file, in_memory=args.in_memory, verify=rank == 0)  # one read checks it
         blur_sigma = float(train_set.attrs.get("blur_sigma", 0.0))
         pairs = eval_pairs(args.eval_file, args.scale, blur_sigma)
     except (ValueError, ImageError) as err:
@@ -205,7 +207,7 @@ def make_model(args: argparse.Namespace, color: str, device: torch.device, world
         try:
             model.load_state_dict(load_model(args.init)[0].state_dict())
         except (WeightsError, RuntimeError) as err:
-            raise SystemExit(f"error: --init {args.init}: {str(err).splitlines()[0]}") from None
+            raise SystemExit(f"error: --init {args.init}: {first_line(err)}") from None
     model = model.to(device, memory_format=MEMORY_FORMATS[args.memory_format])
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if world > 1 else model
@@ -236,7 +238,7 @@ def set_up(args: argparse.Namespace, rank: int, world: int, device: torch.device
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick the fastest kernels
-    train_set, pairs, color, blur_sigma = load_data(args)
+    train_set, pairs, color, blur_sigma = load_data(args, rank)
     model, net = make_model(args, color, device, world)
     optimizer = make_optimizer(model, args)
     meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "blur_sigma": blur_sigma,
@@ -246,40 +248,63 @@ def set_up(args: argparse.Namespace, rank: int, world: int, device: torch.device
                losses.get_loss(args.loss, tuple(args.loss_weights)), meta)
 
 
-RUN_FILES = ("last.pth", "previous-last.pth", "best.pth")  # what makes a folder a run's
+def run_files(folder: Path) -> list[Path]:
+    """What makes a folder a run's: its checkpoints and its TensorBoard logs."""
+    return [*(folder / name for name in CHECKPOINT_FILES if (folder / name).exists()),
+            *sorted(folder.glob("events.out.tfevents.*"))]
+
+
+def claim_run_folder(args: argparse.Namespace, held: contextlib.ExitStack) -> None:
+    """Create the run folder, check it is writable and lock it (for as long as `held` lasts) against a
+    second train.py; refuse it when it holds another run unless --resume continues that run or --overwrite
+    is to replace it (a fresh run would otherwise replace its best.pth)."""
+    folder = make_folder(args.output_dir)
+    check_writable(folder)
+    held.enter_context(hold_lock(folder / ".lock", f"run folder {folder}"))
+    found = run_files(folder)
+    if found and not (args.resume or args.overwrite):
+        names = ", ".join(dict.fromkeys("TensorBoard logs" if p.name.startswith("events.") else p.name for p in found))
+        raise SystemExit(f"error: {folder} holds another run ({names}): continue it with --resume, replace it with "
+                         "--overwrite, or choose another --output-dir")
 
 
 @contextlib.contextmanager
-def own_run_folder(args: argparse.Namespace, rank: int) -> Iterator[None]:
-    """The run folder, for this run alone while it lasts: created and checked writable, locked against a
-    second train.py, and refused when it holds another run's checkpoints unless --resume continues that
-    run or --overwrite deletes it (a fresh run would otherwise replace its best.pth)."""
-    if rank > 0:  # rank 0 writes for every process
+def own_run_folder(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> Iterator[None]:
+    """The run folder, for this run alone while the block lasts (claim_run_folder, on rank 0, which writes
+    for every process); under torchrun every rank learns whether rank 0 could claim it, so a refusal
+    stops them all instead of leaving the others waiting for rank 0."""
+    with contextlib.ExitStack() as held:
+        problem = None
+        if rank == 0:
+            try:
+                claim_run_folder(args, held)
+            except (WriteError, LockedError) as err:
+                problem = f"error: {err}"
+            except SystemExit as err:
+                problem = str(err)
+        if world > 1:
+            failed = torch.tensor([problem is not None], dtype=torch.int32, device=device)
+            dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+            problem = problem or ("error: rank 0 could not claim the run folder" if failed.item() else None)
+        if problem:
+            raise SystemExit(problem)
         yield
-        return
-    folder = args.output_dir
-    try:
-        make_folder(folder)
-        check_writable(folder)
-        with hold_lock(folder / ".lock", f"run folder {folder}"):
-            found = [name for name in RUN_FILES if (folder / name).exists()]
-            if found and not (args.resume or args.overwrite):
-                raise SystemExit(f"error: {folder} holds another run ({', '.join(found)}): continue it with --resume, "
-                                 "delete it with --overwrite, or choose another --output-dir")
-            if args.overwrite:
-                for old in [*(folder / name for name in RUN_FILES), *folder.glob("events.out.tfevents.*")]:
-                    old.unlink(missing_ok=True)
-            yield
-    except (WriteError, LockedError) as err:
-        raise SystemExit(f"error: {err}") from None
+
+
+def clear_old_run(run: Training) -> None:
+    """--overwrite: the old run's checkpoints and logs go, once this run's inputs have all been checked."""
+    if run.rank == 0 and run.args.overwrite:
+        for old in run_files(run.args.output_dir):
+            old.unlink()
 
 
 def check_same_run(state: dict, args: argparse.Namespace, train_patches: int, path: Path) -> None:
     """A resumed run must continue with its own data and settings, or it silently becomes another run."""
     recorded, current = state.get("args", {}), {k: str(v) for k, v in vars(args).items()}
     keys = RUN_SETTINGS + (("epochs",) if args.lr_schedule == "cosine" else ())
-    differ = [f"--{k.replace('_', '-')} {recorded[k]} (now {current[k]})" for k in keys
-              if k in recorded and recorded[k] != current[k]]
+    same = lambda k: os.path.realpath(recorded[k]) == os.path.realpath(current[k]) if k.endswith("_file") \
+        else recorded[k] == current[k]  # a path may be written another way: ./data, a link
+    differ = [f"--{k.replace('_', '-')} {recorded[k]} (now {current[k]})" for k in keys if k in recorded and not same(k)]
     patches = state.get("meta", {}).get("train_patches", train_patches)
     if patches != train_patches:
         differ.append(f"{patches} training patches (now {train_patches})")
@@ -526,10 +551,11 @@ def train(run: Training) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rank, world, device = setup_distributed(args.device)
-    with own_run_folder(args, rank):
+    with own_run_folder(args, rank, world, device):
         run = set_up(args, rank, world, device)
         if args.resume:
             restore(run)
+        clear_old_run(run)
         open_log(run)
         train(run)
     finish_distributed(world)

@@ -100,6 +100,13 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+def first_line(err: BaseException) -> str:
+    """An exception in a few words, for a one-line message: its first line, or its type when it has no
+    message (EOFError)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 def round_half_away(values: np.ndarray) -> np.ndarray:
     """MATLAB's round: halves away from zero (NumPy's np.round takes them to the even neighbour)."""
     return np.sign(values) * np.floor(np.abs(values) + 0.5)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import cli
 from evaluate import evaluate_dataset, paper_results
-from files import write_text
+from files import make_folder, write_text
 from inference import Upscaler
-from models import load_model
+from models import WeightsError, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.one_line_errors(WeightsError, ValueError)
 def main() -> None:
     args = build_parser().parse_args()
 
@@ -60,7 +61,7 @@ def main() -> None:
             model, _ = load_model(args.weights_dir / f"srcnn_x{scale}.pth")
             results[f"{name}_x{scale}"] = evaluate_dataset(Upscaler(model, "eager"), args.data / name / f"x{scale}", scale)["mean"]
     table = results_table(results)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(args.output_dir)
     write_text(args.output_dir / "benchmarks.json", json.dumps(results, indent=1) + "\n")
     write_text(args.output_dir / "benchmarks.md", table + "\n")
     replace_between_markers(ROOT / "README.md", table)

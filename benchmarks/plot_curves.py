@@ -14,11 +14,14 @@ import argparse
 import math
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 import cli
 from evaluate import paper_psnr
+from files import make_folder
 from run_logs import read_scalar, stages, steps_per_epoch
+from utils import save_image
 
 W, H, MARGIN = 420, 300, 48
 
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.one_line_errors()
 def main() -> None:
     args = build_parser().parse_args()
     panels = []
@@ -101,8 +105,8 @@ def main() -> None:
     sheet = Image.new("RGB", (W * columns, H * math.ceil(len(panels) / columns)), "white")
     for i, p in enumerate(panels):
         sheet.paste(p, (i % columns * W, i // columns * H))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.output)
+    make_folder(args.output.parent)
+    save_image(args.output, np.asarray(sheet))
     print(f"wrote {args.output}")
 
 

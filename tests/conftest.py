@@ -70,6 +70,31 @@ def write_patches(path: Path, lr: np.ndarray, hr: np.ndarray, scale: int = 3, co
     return path
 
 
+def noisy_patches(path: Path, count: int = 96, size: int = 21, seed: int = 0) -> Path:
+    """Random HR patches and a noisy copy of each as LR, in a file as preprocess.py writes one."""
+    rng = np.random.default_rng(seed)
+    hr = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
+    lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
+    return write_patches(path, lr, hr)
+
+
+def start(script: str, *args: object, **popen: object) -> subprocess.Popen:
+    """One of the repo's scripts started in the background (output discarded unless `popen` says otherwise)."""
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    return subprocess.Popen([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO, **popen)
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> Path:
+    """An untrained SRCNN 9-5-5 weights file (seeded) recording scale 3."""
+    import torch
+    from models import build_model
+    torch.manual_seed(0)
+    path = tmp_path / "w.pth"
+    torch.save({"model": build_model("9-5-5").state_dict(), "meta": {"scale": 3}}, path)
+    return path
+
+
 def textured_image(height: int, width: int, seed: int = 0, channels: int = 3) -> np.ndarray:
     """A smooth random image (noise blurred by upsampling), uint8; realistic enough for SR tests."""
     rng = np.random.default_rng(seed)

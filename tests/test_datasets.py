@@ -104,7 +104,6 @@ def test_a_ranks_slice_of_a_batch_is_augmented_as_in_the_whole_batch():
 
 def test_eval_file_images_come_in_numeric_order_as_name_hr_lr(tmp_path):
     """A preprocess.py --eval file's groups are named 0, 1, ..., 11: 10 and 11 come after 9, not after 1."""
-    rng = np.random.default_rng(0)
     path = tmp_path / "e.h5"
     with h5py.File(path, "w") as f:
         f.attrs.update(scale=3, blur_sigma=0.0, mode="eval", color="y")

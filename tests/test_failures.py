@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,14 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import REPO, assert_clean_error, need, run, textured_image, write_patches
-
-
-def tiny_patches(path: Path, count: int = 96, size: int = 21, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    hr = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
-    lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
-    return write_patches(path, lr, hr)
+from conftest import REPO, assert_clean_error, need, noisy_patches, run, run_module, start, textured_image, write_patches
 
 
 @pytest.fixture
@@ -54,14 +48,17 @@ def tmpfs(folder: Path, size: str):
 
 @contextlib.contextmanager
 def read_only(folder: Path):
-    """`folder` made immutable (chattr +i): root's writes fail there too, as they do on a read-only mount."""
+    """`folder` made read-only: for root (whom permissions do not stop) immutable with chattr +i, as a
+    read-only mount would be; for anyone else by its mode."""
     folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
-        pytest.skip("needs root and chattr to make a folder read-only for root")
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("chattr +i failed: no way to make a folder read-only for root here")
     try:
         yield folder
     finally:
-        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True) if os.geteuid() == 0 else folder.chmod(0o755)
 
 
 def wait_for(condition, timeout: float = 120) -> None:
@@ -74,7 +71,7 @@ def wait_for(condition, timeout: float = 120) -> None:
 # ---- run folders: one run each ----
 
 def test_a_fresh_run_never_replaces_another_runs_best(tmp_path, eval_folder):
-    train, folder = tiny_patches(tmp_path / "tiny.h5"), tmp_path / "run"
+    train, folder = noisy_patches(tmp_path / "tiny.h5"), tmp_path / "run"
     assert run("train.py", *training(train, eval_folder, folder, "--epochs", 1)).returncode == 0
     best = (folder / "best.pth").read_bytes()
     refused = run("train.py", *training(train, eval_folder, folder, "--epochs", 1, "--lr", 1))
@@ -85,38 +82,58 @@ def test_a_fresh_run_never_replaces_another_runs_best(tmp_path, eval_folder):
     assert (folder / "best.pth").read_bytes() != best and len(list(folder.glob("events.out.tfevents.*"))) == 1
 
 
+def test_overwrite_deletes_the_old_run_only_once_the_new_inputs_are_checked(tmp_path, eval_folder):
+    train, folder = noisy_patches(tmp_path / "tiny.h5"), tmp_path / "run"
+    assert run("train.py", *training(train, eval_folder, folder, "--epochs", 1)).returncode == 0
+    kept = sorted(p.name for p in folder.iterdir())
+    few = noisy_patches(tmp_path / "few.h5", count=5)
+    assert_clean_error(run("train.py", *training(few, eval_folder, folder, "--overwrite")), "fewer than one batch")
+    assert_clean_error(run("train.py", *training(train, tmp_path / "typo", folder, "--overwrite")), "typo")
+    assert sorted(p.name for p in folder.iterdir()) == kept
+
+
+def test_train_all_refuses_an_earlier_rounds_folders_before_calibrating(tmp_path, data):
+    need(data / "T91")
+    (tmp_path / "srcnn_x3").mkdir()
+    (tmp_path / "srcnn_x3" / "best.pth").write_bytes(b"an earlier round's")
+    started = time.time()
+    result = run_module("weights.train_all", "srcnn_x3", "--budget", 600, "--data", data, "--output-dir", tmp_path,
+                        "--patches-dir", tmp_path)
+    assert_clean_error(result, str(tmp_path / "srcnn_x3"), "--overwrite")
+    assert time.time() - started < 60 and not (tmp_path / "calibration").exists()
+
+
 def test_a_second_train_py_is_locked_out_of_a_running_runs_folder(tmp_path, eval_folder):
-    train, folder = tiny_patches(tmp_path / "tiny.h5", count=4000), tmp_path / "run"
-    first = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, training(train, eval_folder, folder,
-                              "--epochs", 50))], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train, folder = noisy_patches(tmp_path / "tiny.h5", count=4000), tmp_path / "run"
+    first = start("train.py", *training(train, eval_folder, folder, "--epochs", 50))
     try:
         wait_for(lambda: list(folder.glob("events.out.tfevents.*")))
         second = run("train.py", *training(train, eval_folder, folder, "--epochs", 1, "--resume"))
         assert_clean_error(second, str(folder), "in use by another process", f"pid {first.pid}")
-        assert len(list(folder.glob("events.out.tfevents.*"))) == 1 and not (folder / "last.pth").exists()
+        assert len(list(folder.glob("events.out.tfevents.*"))) == 1  # the second opened no log of its own
     finally:
         first.kill()
         first.wait()
 
 
 def test_resume_refuses_other_settings_or_another_train_file(tmp_path, eval_folder):
-    train, folder = tiny_patches(tmp_path / "tiny.h5"), tmp_path / "run"
+    train, folder = noisy_patches(tmp_path / "tiny.h5"), tmp_path / "run"
     common = training(train, eval_folder, folder, "--lr-schedule", "cosine", "--epochs", 3)
     assert run("train.py", *common, "--max-steps", 12).returncode == 0
     for flag, value in (("--lr", 0.5), ("--batch-size", 4), ("--seed", 9), ("--epochs", 5)):
         assert_clean_error(run("train.py", *common, flag, value, "--resume"), "--resume", flag)  # the last flag counts
-    other = tiny_patches(tmp_path / "other.h5", count=64)
+    other = noisy_patches(tmp_path / "other.h5", count=64)
     assert_clean_error(run("train.py", *training(other, eval_folder, folder, "--lr-schedule", "cosine", "--epochs", 3),
                            "--resume"), "--train-file", "other.h5")
-    tiny_patches(train, count=80)  # the same path, other patches
+    noisy_patches(train, count=80)  # the same path, other patches
     assert_clean_error(run("train.py", *common, "--resume"), "96 training patches (now 80)")
-    tiny_patches(train)
+    noisy_patches(train)
     resumed = run("train.py", *common, "--resume", "--workers", 2, "--max-steps", 24)  # what may change, changed
     assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr
 
 
 def test_an_empty_last_checkpoint_falls_back_to_the_previous_one(tmp_path, eval_folder):
-    train, folder = tiny_patches(tmp_path / "tiny.h5"), tmp_path / "run"
+    train, folder = noisy_patches(tmp_path / "tiny.h5"), tmp_path / "run"
     assert run("train.py", *training(train, eval_folder, folder, "--epochs", 2)).returncode == 0
     (folder / "last.pth").write_bytes(b"")  # what a rename without fsync can leave after a power cut
     resumed = run("train.py", *training(train, eval_folder, folder, "--epochs", 3, "--resume"))
@@ -127,17 +144,18 @@ def test_an_empty_last_checkpoint_falls_back_to_the_previous_one(tmp_path, eval_
 
 def test_sigterm_to_the_process_group_saves_with_dataloader_workers(tmp_path, eval_folder):
     """What `timeout` and job schedulers send: the signal reaches the workers too."""
-    train, folder = tiny_patches(tmp_path / "tiny.h5", count=4000), tmp_path / "run"
+    train, folder = noisy_patches(tmp_path / "tiny.h5", count=4000), tmp_path / "run"
     args = training(train, eval_folder, folder, "--epochs", 1)
     args[args.index("--workers") + 1] = 2
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *map(str, args)], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    time.sleep(0.5)
-    wait_for(lambda: list(folder.glob("events.out.tfevents.*")))
-    time.sleep(3)  # into the epoch, workers running
+    proc = start("train.py", *args, text=True, stderr=subprocess.PIPE, start_new_session=True)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(64), "")), daemon=True)
+    reader.start()
+    wait_for(lambda: any(int(n) >= 20 for n in re.findall(r"(\d+)/500 \[", "".join(seen))))  # workers running
     os.killpg(proc.pid, signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    reader.join(timeout=10)
+    stderr = "".join(seen)
     assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
     state = torch.load(folder / "last.pth", weights_only=True)
     assert 0 < state["batches_done"] < 500
@@ -148,7 +166,7 @@ def test_sigterm_to_the_process_group_saves_with_dataloader_workers(tmp_path, ev
 # ---- full disks and read-only folders ----
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_temporary_file(tmp_path, eval_folder):
-    train = tiny_patches(tmp_path / "tiny.h5")
+    train = noisy_patches(tmp_path / "tiny.h5")
     with tmpfs(tmp_path / "small", "400k") as folder:  # best.pth (230 kB) fits, last.pth (with Adam's state) not
         result = run("train.py", *training(train, eval_folder, folder / "run", "--epochs", 1))
         assert_clean_error(result, "cannot write", "last.pth", "no space left on device")
@@ -175,12 +193,14 @@ def test_a_full_disk_during_preprocess_is_one_line_and_keeps_a_resumable_file(tm
 
 
 def test_read_only_output_folders_are_one_line_errors(tmp_path, eval_folder):
-    train = tiny_patches(tmp_path / "tiny.h5")
+    train, history = noisy_patches(tmp_path / "tiny.h5"), REPO / "weights" / "training" / "srcnn_x3" / "cpu"
     with read_only(tmp_path / "locked") as folder:
+        assert_clean_error(run_module("benchmarks.plot_curves", history, "--output", folder / "c.png"), "cannot write",
+                           str(folder))
+        assert_clean_error(run_module("weights.archive_run", history, folder / "cpu"), "cannot create", str(folder))
         assert_clean_error(run("train.py", *training(train, eval_folder, folder, "--epochs", 1)), "cannot write", str(folder))
         assert_clean_error(run("preprocess.py", "--images", eval_folder, "--output", folder / "p.h5", "--patch-size", 21),
                            "cannot write", str(folder))
-        assert not list(folder.iterdir())
 
 
 # ---- preprocess: one process per output file ----
@@ -188,8 +208,7 @@ def test_read_only_output_folders_are_one_line_errors(tmp_path, eval_folder):
 def test_a_second_preprocess_cannot_touch_a_running_ones_file(tmp_path, data):
     output = tmp_path / "t91.h5"
     common = ["--images", need(data / "T91"), "--output", output, "--workers", 1]
-    first = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), *map(str, common)], cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = start("preprocess.py", *common)
     partial = Path(f"{output}.partial")
     wait_for(partial.exists)
     second = run("preprocess.py", *common)
@@ -201,8 +220,7 @@ def test_a_second_preprocess_cannot_touch_a_running_ones_file(tmp_path, data):
 def test_an_interrupted_preprocess_is_never_discarded_unasked(tmp_path, data):
     output = tmp_path / "t91.h5"
     common = ["--images", need(data / "T91"), "--output", output, "--workers", 1]
-    proc = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), *map(str, common)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start("preprocess.py", *common)
     partial = Path(f"{output}.partial")
     wait_for(lambda: partial.exists() and partial.stat().st_size > 1 << 20)
     proc.kill()
@@ -216,8 +234,18 @@ def test_an_interrupted_preprocess_is_never_discarded_unasked(tmp_path, data):
 
 # ---- inputs that would train to nonsense: refused before the first step ----
 
+def test_an_interrupted_eval_file_is_started_afresh_not_resumed(tmp_path, eval_folder):
+    output = tmp_path / "e.h5"
+    Path(f"{output}.partial").write_bytes(b"what a killed --eval run left")
+    common = ["--images", eval_folder, "--eval", "--output", output]
+    assert_clean_error(run("preprocess.py", *common), "interrupted run", "--overwrite")
+    assert "--overwrite starts" in run("preprocess.py", *common, "--resume").stderr
+    assert run("preprocess.py", *common, "--overwrite").returncode == 0 and output.exists()
+    assert not Path(f"{output}.partial").exists()
+
+
 def test_patch_files_that_would_train_to_nonsense_are_refused(tmp_path, eval_folder):
-    good = tiny_patches(tmp_path / "good.h5")
+    good = noisy_patches(tmp_path / "good.h5")
     with h5py.File(good) as f:
         lr, hr = f["lr"][()], f["hr"][()]
     cases = {
@@ -230,7 +258,7 @@ def test_patch_files_that_would_train_to_nonsense_are_refused(tmp_path, eval_fol
         make(tmp_path / name, lr, hr) if make is bare_patches else make(tmp_path / name)
         result = run("train.py", *training(tmp_path / name, eval_folder, tmp_path / f"run_{name}", "--epochs", 1))
         assert_clean_error(result, name, fragment)
-    flipped = tiny_patches(tmp_path / "flipped.h5")
+    flipped = noisy_patches(tmp_path / "flipped.h5")
     with h5py.File(flipped) as f:
         offset = f["hr"].id.get_chunk_info(40).byte_offset
     with open(flipped, "r+b") as raw:
@@ -250,7 +278,7 @@ def bare_patches(path: Path, lr: np.ndarray, hr: np.ndarray) -> None:
 
 
 def test_bad_validation_or_too_few_patches_stop_before_the_first_epoch(tmp_path, eval_folder):
-    train = tiny_patches(tmp_path / "tiny.h5", count=4000)  # an epoch that would take a while
+    train = noisy_patches(tmp_path / "tiny.h5", count=4000)  # an epoch that would take a while
     started = time.time()
     assert_clean_error(run("train.py", *training(train, train, tmp_path / "a", "--epochs", 1)),
                        "tiny.h5", "training patches, not whole images")
@@ -258,7 +286,7 @@ def test_bad_validation_or_too_few_patches_stop_before_the_first_epoch(tmp_path,
     small.mkdir()
     Image.fromarray(textured_image(15, 15)).save(small / "s.png")
     assert_clean_error(run("train.py", *training(train, small, tmp_path / "b", "--epochs", 1)), "s", "too small to measure")
-    few = tiny_patches(tmp_path / "few.h5", count=5)
+    few = noisy_patches(tmp_path / "few.h5", count=5)
     assert_clean_error(run("train.py", *training(few, eval_folder, tmp_path / "c", "--epochs", 1)),
                        "5 patches", "--batch-size 8")
     assert time.time() - started < 90 and not list(tmp_path.glob("[abc]/*.pth"))

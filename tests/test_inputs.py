@@ -16,14 +16,6 @@ from models import build_model
 from utils import degrade, load_image
 
 
-@pytest.fixture
-def weights(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "w.pth"
-    torch.save({"model": build_model("9-5-5").state_dict(), "meta": {"scale": 3}}, path)
-    return path
-
-
 @contextlib.contextmanager
 def read_only(folder):
     """`folder`, made unwritable even for root (chattr +i: as root, chmod stops nothing)."""
@@ -85,7 +77,7 @@ def test_low_res_output_over_max_pixels_is_refused_before_the_work(tmp_path, wei
             "--inference-path", "eager", "--output-dir", tmp_path / "out"]
     assert_clean_error(run("test.py", *args, "--max-pixels", 10_000), "small.png", "x4 output, 160x160",
                        "over the limit of 10,000 pixels")
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").iterdir())  # checked writable up front, nothing written
     assert run("test.py", *args, "--max-pixels", 160 * 160).returncode == 0
 
 
@@ -117,7 +109,7 @@ def test_unwritable_outputs_are_one_line_errors(tmp_path, weights):
         cases = [  # --json and --export-onnx are written after all the work: their folder is checked before it
             ("test.py", ["--dataset", folder, "--json", locked / "r.json"], "cannot write in"),
             ("test.py", ["--export-onnx", locked / "net.onnx"], "cannot write in"),
-            ("test.py", ["--output-dir", locked], "cannot write " + str(locked / "coffee_bicubic_x3.png")),
+            ("test.py", ["--output-dir", locked], "cannot write in"),
             ("test.py", ["--output-dir", locked / "sub"], "cannot create " + str(locked / "sub")),
             ("visualize_filters.py", ["--output-dir", locked], "cannot write " + str(locked / "filters_conv1_x3.png")),
         ]
@@ -126,7 +118,6 @@ def test_unwritable_outputs_are_one_line_errors(tmp_path, weights):
             result = run(script, *extra, *args)
             assert_clean_error(result, str(locked), fragment)
             assert "PSNR" not in result.stdout  # nothing was evaluated
-        assert not os.listdir(locked)
 
 
 def test_visualize_filters_draws_fsrcnn_feature_layer(tmp_path):

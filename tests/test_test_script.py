@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 from conftest import assert_clean_error, need, run, textured_image
 from PIL import Image
@@ -10,14 +9,6 @@ from PIL import Image
 import comparison
 from models import build_model
 from utils import degrade, load_image, modcrop, psnr, y_channel
-
-
-@pytest.fixture
-def weights(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "w.pth"
-    torch.save({"model": build_model("9-5-5").state_dict(), "meta": {"scale": 3}}, path)
-    return path
 
 
 def zoomed_crop(sheet, column, width, height, crop):

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error, need, run, write_patches
+from conftest import assert_clean_error, need, noisy_patches, run
 
 from models import load_model
 
@@ -78,13 +78,6 @@ def test_cuda_training_beats_bicubic_and_test_py_agrees_on_cuda(data, t91_patche
     assert json.loads((tmp_path / "t.json").read_text())["mean"]["psnr"] == pytest.approx(meta["val_psnr"], abs=0.01)
 
 
-def tiny_patches(path, count=96, size=21, seed=0):
-    rng = np.random.default_rng(seed)
-    hr = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
-    lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
-    return write_patches(path, lr, hr)
-
-
 @pytest.fixture
 def tiny_eval(tmp_path):
     from PIL import Image
@@ -96,7 +89,7 @@ def tiny_eval(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path, tiny_eval):
-    train = tiny_patches(tmp_path / "tiny.h5")
+    train = noisy_patches(tmp_path / "tiny.h5")
     common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 2, "--augment",
               "--lr", 1e-3, "--lr-schedule", "cosine"]
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -114,7 +107,7 @@ def test_resume_continues_exactly(tmp_path, tiny_eval):
 
 
 def test_in_memory_training_equals_streaming_and_eval_every_skips_validations(tmp_path, tiny_eval):
-    train = tiny_patches(tmp_path / "tiny.h5")
+    train = noisy_patches(tmp_path / "tiny.h5")
     common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0, "--augment",
               "--lr", 1e-3, "--epochs", 4]
     streamed = run("train.py", *common, "--output-dir", tmp_path / "streamed")
@@ -146,7 +139,7 @@ def free_port() -> int:
 
 
 def test_tensorboard_shows_the_run(tmp_path, tiny_eval):
-    train = tiny_patches(tmp_path / "tiny.h5", size=33)
+    train = noisy_patches(tmp_path / "tiny.h5", size=33)
     run_dir = tmp_path / "run"
     result = run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--epochs", 2,
                  "--log-every", 2, "--output-dir", run_dir, "--workers", 0)
@@ -187,7 +180,7 @@ def test_bad_training_inputs_are_one_line_errors(tmp_path, tiny_eval):
     (tmp_path / "text.h5").write_text("hello")
     assert_clean_error(run("train.py", "--train-file", tmp_path / "text.h5", "--eval-file", tiny_eval),
                        "text.h5", "not an HDF5 file")
-    train = tiny_patches(tmp_path / "tiny.h5")
+    train = noisy_patches(tmp_path / "tiny.h5")
     assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--scale", 2),
                        "made for scale 3")
     assert_clean_error(run("train.py", "--train-file", train, "--eval-file", tmp_path / "nothing"), "nothing")
@@ -202,7 +195,7 @@ def test_interrupt_then_resume_gives_bit_identical_weights(tmp_path, tiny_eval):
     import signal
     import threading
     from conftest import REPO
-    train = tiny_patches(tmp_path / "tiny.h5", count=400)
+    train = noisy_patches(tmp_path / "tiny.h5", count=400)
     common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 2, "--augment",
               "--lr", 1e-3, "--epochs", 3, "--max-steps", 100]  # 50 steps an epoch
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -230,7 +223,7 @@ def test_interrupt_then_resume_gives_bit_identical_weights(tmp_path, tiny_eval):
 
 
 def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_eval):
-    train = tiny_patches(tmp_path / "tiny.h5")
+    train = noisy_patches(tmp_path / "tiny.h5")
     common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0,
               "--output-dir", tmp_path / "run"]
     assert run("train.py", *common, "--epochs", 2).returncode == 0
@@ -244,7 +237,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_e
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_eval):
-    train = tiny_patches(tmp_path / "tiny.h5")
+    train = noisy_patches(tmp_path / "tiny.h5")
     result = run("train.py", "--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0,
                  "--output-dir", tmp_path / "run", "--lr", 1e8, "--last-lr-ratio", 1, "--epochs", 50)
     assert_clean_error(result, "at step", "last good checkpoint")
@@ -257,7 +250,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_checkpoint(tmp_path,
         Path(path).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(train_script.torch, "save", no_space)
-    train = tiny_patches(tmp_path / "tiny.h5")
+    train = noisy_patches(tmp_path / "tiny.h5")
     with pytest.raises(SystemExit, match=r"cannot write .*\.pth: no space left on device"):
         train_script.main(["--train-file", str(train), "--eval-file", str(tiny_eval), "--batch-size", "8",
                            "--workers", "0", "--output-dir", str(tmp_path / "run"), "--epochs", "1"])
@@ -266,7 +259,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_checkpoint(tmp_path,
 
 def test_two_gloo_ranks_with_half_batches_match_one_process(tmp_path, tiny_eval):
     """torchrun --nproc_per_node=2 on the CPU: DDP over gloo, each rank half of the global batch."""
-    train = tiny_patches(tmp_path / "tiny.h5", count=160)
+    train = noisy_patches(tmp_path / "tiny.h5", count=160)
     common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0, "--augment",
               "--lr", 1e-3, "--epochs", 2, "--max-steps", 30]  # 20 global steps an epoch: ends mid-epoch 2
     single = run("train.py", *common, "--output-dir", tmp_path / "one")

@@ -7,7 +7,7 @@ import signal
 import numpy as np
 import pytest
 import torch
-from conftest import textured_image, write_patches
+from conftest import noisy_patches, textured_image
 from PIL import Image
 
 import train
@@ -17,20 +17,12 @@ BATCH, COUNT = 8, 32  # 4 optimiser steps an epoch
 LR, RATIO = 2e-3, 0.25
 
 
-def tiny_patches(path, count=COUNT, size=15, seed=0):
-    """Noisy-copy patches in a file as preprocess.py writes one (conftest.write_patches: checksums, attributes)."""
-    rng = np.random.default_rng(seed)
-    hr = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
-    lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
-    return write_patches(path, lr, hr)
-
-
 @pytest.fixture
 def files(tmp_path):
     eval_folder = tmp_path / "eval"
     eval_folder.mkdir()
     Image.fromarray(textured_image(48, 48)).save(eval_folder / "a.png")
-    return tiny_patches(tmp_path / "tiny.h5"), eval_folder
+    return noisy_patches(tmp_path / "tiny.h5", count=COUNT, size=15), eval_folder
 
 
 @pytest.fixture(autouse=True)

@@ -17,23 +17,23 @@ from tensorboard.compat.proto import event_pb2
 from tensorboardX.record_writer import RecordWriter
 
 import cli
+from files import atomic_write, make_folder
 
 
 def strip_images(source: Path, dest: Path) -> None:
     """Copy an event file without its image summaries; scalars, text and run metadata stay."""
-    partial = dest.with_name(dest.name + ".partial")
-    writer = RecordWriter(str(partial))
-    for record in RawEventFileLoader(str(source)).Load():
-        event = event_pb2.Event.FromString(record)
-        if event.HasField("summary"):
-            kept = [value for value in event.summary.value if not value.HasField("image")]
-            if not kept:
-                continue
-            del event.summary.value[:]
-            event.summary.value.extend(kept)
-        writer.write(event.SerializeToString())
-    writer.close()
-    partial.replace(dest)
+    with atomic_write(dest) as partial:
+        writer = RecordWriter(str(partial))
+        for record in RawEventFileLoader(str(source)).Load():
+            event = event_pb2.Event.FromString(record)
+            if event.HasField("summary"):
+                kept = [value for value in event.summary.value if not value.HasField("image")]
+                if not kept:
+                    continue
+                del event.summary.value[:]
+                event.summary.value.extend(kept)
+            writer.write(event.SerializeToString())
+        writer.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.one_line_errors()
 def main() -> None:
     args = build_parser().parse_args()
 
@@ -50,8 +51,9 @@ def main() -> None:
     events = sorted(args.run.glob("events.out.tfevents.*"))
     if not best.is_file() or not events:
         raise SystemExit(f"error: {args.run} has no best.pth or no event file; is it a train.py run folder?")
-    args.dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(best, args.dest / best.name)
+    make_folder(args.dest)
+    with atomic_write(args.dest / best.name) as tmp:
+        shutil.copy2(best, tmp)
     for source in events:
         strip_images(source, args.dest / source.name)
         print(f"{source} ({source.stat().st_size / 1e6:.1f} MB) -> {args.dest / source.name} "

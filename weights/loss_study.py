@@ -41,9 +41,9 @@ from checkpoints import load_checkpoint
 from comparison import crop_grid
 from datasets import eval_pairs
 from evaluate import evaluate_pairs, psnr_ssim, upscale
-from files import write_text
+from files import make_folder, write_text
 from inference import Upscaler
-from models import load_model
+from models import WeightsError, load_model
 from utils import degrade, modcrop, save_image, upscale_bicubic, y_channel
 
 LOSSES = ("mse", "psnr", "weighted", "ssim", "ms-ssim")
@@ -124,7 +124,7 @@ def check_settings(args: argparse.Namespace) -> None:
         recorded = ", ".join(f"{key} {value}" for key, value in json.loads(record.read_text()).items())
         raise SystemExit(f"error: {record} records other settings ({recorded}); "
                          f"use them or another --output-dir")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(args.output_dir)
     write_text(record, json.dumps(settings, indent=1) + "\n")
 
 
@@ -208,13 +208,14 @@ def figure_rows(args: argparse.Namespace) -> list[list[tuple[str, np.ndarray]]]:
 
 def write_results(args: argparse.Namespace, steps: int) -> None:
     results = score(args)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(args.results_dir)
     write_text(args.results_dir / "loss_study.json", json.dumps({"steps": steps, "results": results}, indent=1) + "\n")
     write_text(args.results_dir / "loss_study.md", markdown(results, steps, args.batch_size) + "\n")
     save_image(args.results_dir / "loss_study_crops.png", crop_grid(figure_rows(args)))
     print(markdown(results, steps, args.batch_size))
 
 
+@cli.one_line_errors(WeightsError, ValueError)
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()

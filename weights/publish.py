@@ -18,7 +18,7 @@ from evaluate import evaluate_dataset
 from files import atomic_write
 from hub import WEIGHTS_DIR, file_sha256, read_manifest, write_card, write_manifest
 from inference import Upscaler
-from models import load_model, network_name
+from models import WeightsError, load_model, network_name
 
 PROTOCOL = "Y (MATLAB rgb2ycbcr), shave = scale, range 255"
 T91_PAPER_PRESET = "T91 (91 images), paper preset: 33x33 patches, stride 14"
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.one_line_errors(WeightsError, ValueError)
 def main() -> None:
     args = build_parser().parse_args()
 

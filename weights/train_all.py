@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 import cli
-from files import write_text
+from checkpoints import CHECKPOINT_FILES
+from files import make_folder, write_text
 from models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,16 +114,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patches-dir", type=Path, default=Path("output"), help="where the patch files are (made)")
     cli.add_output_dir(parser, Path("runs/train_all"), "one run folder per recipe, their logs and summary.json")
     cli.add_device(parser)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the runs an earlier train_all left in --output-dir (train.py --overwrite)")
     return parser
 
 
+def refuse_earlier_runs(args: argparse.Namespace) -> None:
+    """Before any calibration: a recipe's run folder that holds an earlier round's run is train.py's to
+    refuse, which it would do only after the calibration's minutes; say so now instead."""
+    taken = [str(args.output_dir / name) for name in args.recipes
+             if any((args.output_dir / name / f).exists() for f in CHECKPOINT_FILES)]
+    if taken and not args.overwrite:
+        raise SystemExit(f"error: {', '.join(taken)} hold(s) an earlier round's run: --overwrite replaces it, or "
+                         "choose another --output-dir")
+
+
+@cli.one_line_errors()
 def main() -> None:
     args = build_parser().parse_args()
     deadline = time.monotonic() + args.budget
     for folder in (args.data / "T91", args.data / "Set5"):
         if not folder.is_dir():
             raise SystemExit(f"error: {folder} not found (--data must hold T91/ and Set5/)")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    refuse_earlier_runs(args)
+    make_folder(args.output_dir)
     threads = max(1, (os.cpu_count() or 1) // len(args.recipes))
 
     for name in args.recipes:
@@ -150,20 +165,22 @@ def main() -> None:
         train_s = t[2] - t[1]
         plans[run.name] = {"train_s": train_s, "validation_s": max(0.0, t[3] - t[2] - train_s),
                            "startup_s": max(0.0, t[1] - run.started - train_s)}
-    runs = []
+    runs, launched = [], time.time()
     for name in args.recipes:
         plan = plans[name]
         per_epoch = plan["train_s"] + plan["validation_s"] / int(COMMON[COMMON.index("--eval-every") + 1])
         plan["epochs"] = max(1, int(0.85 * (deadline - time.monotonic() - plan["startup_s"]) / per_epoch))
         print(f"{name}: {plan['train_s']:.1f} s/epoch training, {plan['validation_s']:.1f} s/validation "
               f"-> {plan['epochs']} epochs", flush=True)
-        runs.append(launch(name, args.output_dir / name, "--epochs", str(plan["epochs"])))
+        runs.append(launch(name, args.output_dir / name, "--epochs", str(plan["epochs"]),
+                           *(["--overwrite"] if args.overwrite else [])))
     for run in runs:
         plan = plans[run.name]
         plan["exit_code"] = run.wait(deadline)
         plan["epochs_done"] = max(run.epoch_times, default=0)
         best = args.output_dir / run.name / "best.pth"
-        plan["best_val_psnr"] = load_model(best)[1].get("val_psnr") if best.exists() else None
+        this_round = best.exists() and best.stat().st_mtime >= launched  # not a best.pth a refused run left
+        plan["best_val_psnr"] = load_model(best)[1].get("val_psnr") if this_round else None
     write_text(args.output_dir / "summary.json", json.dumps(
         {"device": torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu",
          "budget_s": args.budget, "runs": plans}, indent=1))
