@@ -27,6 +27,11 @@ def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
     return f
 
 
+def patch_shape(side: int, channels: int) -> tuple[int, ...]:
+    """How a patch is stored: side x side for Y, channels x side x side for YCbCr or RGB."""
+    return (side, side) if channels == 1 else (channels, side, side)
+
+
 PATCH_ATTRIBUTES = ("scale", "blur_sigma", "color", "patch_size", "lr_patch_size", "lr_size")  # preprocess.py writes them
 
 
@@ -42,10 +47,9 @@ def check_patches(f: h5py.File, path: str | Path) -> None:
     if len(lr) != len(hr) or len(lr) == 0:
         raise ValueError(f"{path}: {len(lr)} lr and {len(hr)} hr patches" + ("" if len(lr) else "; it holds none"))
     channels = 1 if attrs["color"] == "y" else 3
-    shape = lambda side: (side, side) if channels == 1 else (channels, side, side)
     lr_side, hr_side = int(attrs["lr_patch_size"]), int(attrs["patch_size"])
     lr_ok = lr_side * (int(attrs["scale"]) if attrs["lr_size"] else 1) == hr_side
-    if not lr_ok or lr.shape[1:] != shape(lr_side) or hr.shape[1:] != shape(hr_side):
+    if not lr_ok or lr.shape[1:] != patch_shape(lr_side, channels) or hr.shape[1:] != patch_shape(hr_side, channels):
         raise ValueError(f"{path}: lr patches {lr.shape[1:]} and hr patches {hr.shape[1:]} do not match its attributes "
                          f"(patch_size {hr_side}, lr_patch_size {lr_side}, color {attrs['color']}, scale {attrs['scale']})")
 

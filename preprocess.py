@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 import cli
+from datasets import patch_shape
 from files import check_writable, fsync_path, hold_lock, make_folder, write_failure
 from utils import MAX_PIXELS, ImageError, benchmark_pairs, degrade, imresize, list_images, load_image, modcrop, to_color, to_uint8
 
@@ -97,10 +98,10 @@ def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float
 def patch_datasets(out: h5py.File, lr_side: int, hr_side: int, channels: int) -> list[h5py.Dataset]:
     """lr, hr, sources, source_patches: resizable datasets, created empty or found in a file being resumed."""
     if "lr" not in out:
-        shape = lambda side: (channels, side, side) if channels > 1 else (side, side)
         for name, side in (("lr", lr_side), ("hr", hr_side)):
-            out.create_dataset(name, shape=(0, *shape(side)), maxshape=(None, *shape(side)), dtype=np.uint8,
-                               chunks=(1, *shape(side)), fletcher32=True)  # per-patch checksums, checked on every read
+            shape = patch_shape(side, channels)
+            out.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8, chunks=(1, *shape),
+                               fletcher32=True)  # per-patch checksums, checked on every read
         out.create_dataset("sources", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
         out.create_dataset("source_patches", shape=(0,), maxshape=(None,), dtype=np.int64)
     return [out[name] for name in ("lr", "hr", "sources", "source_patches")]
@@ -136,7 +137,8 @@ def in_order(pool: multiprocessing.pool.Pool, work: Callable, items: list, windo
         yield pending.popleft().get()
 
 
-def write_patches(out: h5py.File, results, root: Path, progress: tqdm) -> tuple[int, list[str]]:
+def write_patches(out: h5py.File, results: Iterable[tuple[Path, object]], root: Path,
+                  progress: tqdm) -> tuple[int, list[str]]:
     """Append every image's patches as it arrives, then its name and count, then flush: memory stays one
     image deep, and a killed run leaves a file that --resume can trust up to its last listed image."""
     lr_set, hr_set, sources, counts = (out[name] for name in ("lr", "hr", "sources", "source_patches"))

@@ -120,7 +120,10 @@ def test_resume_refuses_other_settings_or_another_train_file(tmp_path, eval_fold
     train, folder = noisy_patches(tmp_path / "tiny.h5"), tmp_path / "run"
     common = training(train, eval_folder, folder, "--lr-schedule", "cosine", "--epochs", 3)
     assert run("train.py", *common, "--max-steps", 12).returncode == 0
-    for flag, value in (("--lr", 0.5), ("--batch-size", 4), ("--seed", 9), ("--epochs", 5)):
+    other_eval = tmp_path / "other_eval"
+    other_eval.mkdir()
+    Image.fromarray(textured_image(60, 60, seed=1)).save(other_eval / "b.png")
+    for flag, value in (("--lr", 0.5), ("--batch-size", 4), ("--seed", 9), ("--epochs", 5), ("--eval-file", other_eval)):
         assert_clean_error(run("train.py", *common, flag, value, "--resume"), "--resume", flag)  # the last flag counts
     other = noisy_patches(tmp_path / "other.h5", count=64)
     assert_clean_error(run("train.py", *training(other, eval_folder, folder, "--lr-schedule", "cosine", "--epochs", 3),
@@ -290,3 +293,22 @@ def test_bad_validation_or_too_few_patches_stop_before_the_first_epoch(tmp_path,
     assert_clean_error(run("train.py", *training(few, eval_folder, tmp_path / "c", "--epochs", 1)),
                        "5 patches", "--batch-size 8")
     assert time.time() - started < 90 and not list(tmp_path.glob("[abc]/*.pth"))
+
+
+def test_validation_images_must_keep_one_ssim_window_after_shaving(tmp_path):
+    from datasets import MIN_MEASURED_SIDE, eval_pairs
+    side = MIN_MEASURED_SIDE + 2 * 3  # x3 shaves 3 pixels a side: 17, which modcrop to x3 never gives
+    for size, fine in ((side + 1, True), (side - 2, False)):  # the nearest sizes on either side: 18, 15
+        folder = tmp_path / f"s{size}"
+        folder.mkdir()
+        Image.fromarray(textured_image(size, 60)).save(folder / "a.png")
+        if fine:
+            assert eval_pairs(folder, 3)[0][1].shape[:2] == (size, 60)
+        else:
+            with pytest.raises(ValueError, match="too small to measure"):
+                eval_pairs(folder, 3)
+    with h5py.File(tmp_path / "e.h5", "w") as f:  # an --eval file whose HR is not 3x its LR
+        f.attrs.update(scale=3, blur_sigma=0.0)
+        f["hr/0"], f["lr/0"] = np.zeros((60, 60), np.uint8), np.zeros((21, 20), np.uint8)
+    with pytest.raises(ValueError, match="is not 3x its LR"):
+        eval_pairs(tmp_path / "e.h5", 3)
