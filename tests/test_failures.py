@@ -61,11 +61,11 @@ def read_only(folder: Path):
         subprocess.run(["chattr", "-i", str(folder)], capture_output=True) if os.geteuid() == 0 else folder.chmod(0o755)
 
 
-def wait_for(condition, timeout: float = 120) -> None:
+def wait_for(condition, timeout: float = 120, poll: float = 0.05) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 # ---- run folders: one run each ----
@@ -213,10 +213,14 @@ def test_a_second_preprocess_cannot_touch_a_running_ones_file(tmp_path, data):
     common = ["--images", need(data / "T91"), "--output", output, "--workers", 1]
     first = start("preprocess.py", *common)
     partial = Path(f"{output}.partial")
-    wait_for(partial.exists)
-    second = run("preprocess.py", *common)
-    assert_clean_error(second, str(output), "in use by another process")
-    assert partial.exists()
+    wait_for(partial.exists, poll=0.01)
+    first.send_signal(signal.SIGSTOP)  # held mid-run, lock and all, however fast this machine is
+    try:
+        second = run("preprocess.py", *common)
+        assert_clean_error(second, str(output), "in use by another process", f"pid {first.pid}")
+        assert partial.exists()
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0 and output.exists()
 
 
@@ -225,7 +229,7 @@ def test_an_interrupted_preprocess_is_never_discarded_unasked(tmp_path, data):
     common = ["--images", need(data / "T91"), "--output", output, "--workers", 1]
     proc = start("preprocess.py", *common)
     partial = Path(f"{output}.partial")
-    wait_for(lambda: partial.exists() and partial.stat().st_size > 1 << 20)
+    wait_for(lambda: partial.exists() and partial.stat().st_size > 1 << 20, poll=0.01)
     proc.kill()
     proc.wait()
     size = partial.stat().st_size
