@@ -4,12 +4,15 @@ Each image is modcropped, optionally Gaussian-blurred, MATLAB-bicubic downscaled
 upscaled back (SRCNN's input is the bicubic image; FSRCNN's, with --lr-size, the LR image); both are
 converted to the Y channel of MATLAB's rgb2ycbcr (or, with --channels 3, to YCbCr or RGB) and cut
 into --patch-size patches every --stride pixels. With --downscale, each image is also used shrunk by
-each factor (MATLAB bicubic) as the FSRCNN paper's data augmentation does.
+each factor (MATLAB bicubic) as the FSRCNN paper's data augmentation does. With --degradation mix,
+every patch gets its own degradation drawn from degradations.MIX (resize kernel, blur, JPEG; seeded by
+--seed and the image's name, recorded per patch in the file's `degradations` dataset).
 
     python preprocess.py --images data/T91 --scale 3 --preset paper
     python preprocess.py --images data/T91 --scale 3 --lr-size                 # for FSRCNN
     python preprocess.py --images data/T91 --scale 3 --downscale 0.9 0.8 0.7 0.6  # 3.2x the patches
     python preprocess.py --images data/T91 --scale 3 --channels 3 --color rgb  # colour SRCNN
+    python preprocess.py --images data/T91 data/SunHays80/train --scale 3 --degradation mix  # the robust weights'
     python preprocess.py --images data/Set5/x3 --scale 3 --eval
     python preprocess.py --holopix50k /data/Holopix50k --split train --preset holopix --max-images 5000
 """
@@ -23,6 +26,7 @@ import multiprocessing.pool
 import os
 import shutil
 import sys
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
@@ -33,9 +37,11 @@ import numpy as np
 from tqdm import tqdm
 
 import cli
+import degradations
 from datasets import patch_shape
 from files import check_writable, fsync_path, hold_lock, make_folder, write_failure
-from utils import MAX_PIXELS, ImageError, benchmark_pairs, degrade, imresize, list_images, load_image, modcrop, to_color, to_uint8
+from utils import (MAX_PIXELS, ImageError, benchmark_pairs, degrade, imresize, list_images, load_image, modcrop, to_color,
+                   to_uint8, upscale_bicubic)
 
 PRESETS = {  # patch size, stride, blur sigma
     "paper": (33, 14, 0.0),  # SRCNN paper, Section 4.1 (T91, 33x33 sub-images, stride 14)
@@ -62,13 +68,15 @@ def cut_patches(image: np.ndarray, size: int, stride: int) -> np.ndarray:
 
 
 def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float, lr_size: bool,
-               color: str = "y", max_pixels: int = MAX_PIXELS, downscales: tuple[float, ...] = ()) -> tuple[Path, object]:
-    """(path, (lr, hr) uint8 patches) for one image, or (path, reason) when it must be skipped.
+               color: str = "y", max_pixels: int = MAX_PIXELS, downscales: tuple[float, ...] = (),
+               mix_seed: int | None = None) -> tuple[Path, object]:
+    """(path, (lr, hr) uint8 patches[, their degradations]) for one image, or (path, reason) when it must be skipped.
 
     The LR patches are cut from the bicubic-upscaled image (SRCNN's input), or with `lr_size` from
     the LR image itself (FSRCNN's): size // scale pixels on a stride // scale grid, each matched to
     the HR patch it covers. Patches are N x P x P for Y, N x 3 x P x P for YCbCr or RGB. Each factor
     in `downscales` adds the patches of the image shrunk by it (factors too small for a patch add none).
+    With `mix_seed`, each patch is degraded its own way (mixed_patches) and their names come third.
     """
     try:
         image = load_image(path, max_pixels)
@@ -76,15 +84,21 @@ def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float
         return path, str(err)
 
     def cut(image: np.ndarray, side: int, step: int) -> np.ndarray:
-        patches = cut_patches(to_uint8(to_color(image, color)), side, step)
-        return patches[..., 0] if color == "y" else patches.transpose(0, 3, 1, 2)
+        return as_patches(cut_patches(to_uint8(to_color(image, color)), side, step), color)
 
     pairs = []
-    for factor in (1.0, *downscales):
+    for index, factor in enumerate((1.0, *downscales)):
         hr = modcrop(image if factor == 1 else imresize(image, factor), scale)
         if min(hr.shape[:2]) < size:
             if factor == 1:
                 return path, f"{path}: {hr.shape[1]}x{hr.shape[0]} is smaller than the {size}x{size} patch size"
+            continue
+        if mix_seed is not None:  # one stream per image and factor: the same patches in any worker, on any resume
+            rng = np.random.default_rng([mix_seed, zlib.crc32(path.name.encode()), index])
+            lr, hr_patches, names = mixed_patches(hr, scale, size, stride, lr_size, rng)
+            pairs.append((as_patches(np.stack([to_uint8(to_color(p, color)) for p in lr]), color),
+                          as_patches(np.stack([to_uint8(to_color(p, color)) for p in hr_patches]), color),
+                          np.array(names, dtype=object)))
             continue
         lr, bicubic = degrade(hr, scale, blur_sigma)
         if not lr_size:
@@ -95,8 +109,41 @@ def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float
     return path, tuple(np.concatenate(side) for side in zip(*pairs))
 
 
-def patch_datasets(out: h5py.File, lr_side: int, hr_side: int, channels: int) -> list[h5py.Dataset]:
-    """lr, hr, sources, source_patches: resizable datasets, created empty or found in a file being resumed."""
+def as_patches(patches: np.ndarray, color: str) -> np.ndarray:
+    """N x P x P x C patches as preprocess.py stores them: N x P x P for Y, N x C x P x P otherwise."""
+    return patches[..., 0] if color == "y" else patches.transpose(0, 3, 1, 2)
+
+
+def mixed_patches(hr: np.ndarray, scale: int, size: int, stride: int, lr_size: bool,
+                  rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """(LR patches, HR patches, degradation names) of a modcropped HR image, each patch degraded its own way
+    (degradations.sample). The patch's region plus a margin of 8 LR pixels on each side (mirrored past
+    the image's edges) is degraded, and upscaled for SRCNN, then its centre kept: no patch sees the
+    border of its own region, where resize kernels and JPEG blocks would behave unlike a whole photo's."""
+    margin = 8 * scale
+    hr_side, step = (size // scale * scale, max(1, stride // scale) * scale) if lr_size else (size, stride)
+    region = -(-(hr_side + 2 * margin) // scale) * scale  # a multiple of the scale, like any modcropped image
+    padded = np.pad(hr, [(margin, region), (margin, region)] + [(0, 0)] * (hr.ndim - 2), mode="symmetric")
+    lr_patches, hr_patches, names = [], [], []
+    for y in range(0, hr.shape[0] - hr_side + 1, step):
+        for x in range(0, hr.shape[1] - hr_side + 1, step):
+            degradation = degradations.sample(rng)
+            lr = degradations.apply(padded[y:y + region, x:x + region], scale, degradation)
+            if lr_size:
+                start, side = margin // scale, hr_side // scale
+                lr_patches.append(lr[start:start + side, start:start + side])
+            else:
+                lr_patches.append(upscale_bicubic(lr, scale)[margin:margin + hr_side, margin:margin + hr_side])
+            hr_patches.append(hr[y:y + hr_side, x:x + hr_side])
+            names.append(str(degradation))
+    return lr_patches, hr_patches, names
+
+
+def patch_datasets(out: h5py.File, lr_side: int, hr_side: int, channels: int, mixed: bool) -> None:
+    """lr, hr, sources, source_patches (and, for mixed degradations, each patch's degradation): resizable
+    datasets, created empty unless the file being resumed has them."""
+    if mixed and "degradations" not in out:
+        out.create_dataset("degradations", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
     if "lr" not in out:
         for name, side in (("lr", lr_side), ("hr", hr_side)):
             shape = patch_shape(side, channels)
@@ -104,7 +151,6 @@ def patch_datasets(out: h5py.File, lr_side: int, hr_side: int, channels: int) ->
                                fletcher32=True)  # per-patch checksums, checked on every read
         out.create_dataset("sources", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
         out.create_dataset("source_patches", shape=(0,), maxshape=(None,), dtype=np.int64)
-    return [out[name] for name in ("lr", "hr", "sources", "source_patches")]
 
 
 SPARE_BYTES = 4 << 20  # kept free beyond each write, for HDF5's own metadata and the final flush
@@ -137,7 +183,17 @@ def in_order(pool: multiprocessing.pool.Pool, work: Callable, items: list, windo
         yield pending.popleft().get()
 
 
-def write_patches(out: h5py.File, results: Iterable[tuple[Path, object]], root: Path,
+def source_name(path: Path, roots: list[Path]) -> str:
+    """How the file records an image: its path below its --images folder (prefixed by that folder's name
+    when there are several), or the path itself."""
+    for root in roots:
+        if path.is_relative_to(root):
+            relative = str(path.relative_to(root))
+            return f"{root.name}/{relative}" if len(roots) > 1 else relative
+    return str(path)
+
+
+def write_patches(out: h5py.File, results: Iterable[tuple[Path, object]], roots: list[Path],
                   progress: tqdm) -> tuple[int, list[str]]:
     """Append every image's patches as it arrives, then its name and count, then flush: memory stays one
     image deep, and a killed run leaves a file that --resume can trust up to its last listed image."""
@@ -149,40 +205,50 @@ def write_patches(out: h5py.File, results: Iterable[tuple[Path, object]], root: 
             skipped.append(result)
             tqdm.write(f"warning: {result}; skipped", file=sys.stderr)
             continue
-        lr, hr = result
+        lr, hr, *names = result
         ensure_space(out, lr.nbytes + hr.nbytes)
         append(lr_set, lr)
         append(hr_set, hr)
-        append(sources, np.array([str(path.relative_to(root)) if path.is_relative_to(root) else str(path)], dtype=object))
+        if names:
+            append(out["degradations"], names[0])
+        append(sources, np.array([source_name(path, roots)], dtype=object))
         append(counts, np.array([len(lr)]))
         out.flush()
         progress.set_postfix(patches=len(lr_set))
     return len(lr_set), skipped
 
 
-def resume_point(out: h5py.File, paths: list[Path], root: Path) -> int:
+def resume_point(out: h5py.File, paths: list[Path], roots: list[Path]) -> int:
     """Trim a partial file to its last fully written image; return how many of `paths` it covers."""
     lr_set, hr_set, sources, counts = (out[name] for name in ("lr", "hr", "sources", "source_patches"))
     done = min(len(sources), len(counts))
     names = [s.decode() if isinstance(s, bytes) else s for s in sources[:done]]
-    relative = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths]
+    relative = [source_name(p, roots) for p in paths]
     position = {name: i for i, name in enumerate(relative)}
     if any(name not in position for name in names) or [position[n] for n in names] != sorted(position[n] for n in names):
         raise ValueError(f"{out.filename}: its images are not the start of this run's image list; start afresh")
     patches = int(counts[:done].sum())
-    for dataset, length in ((lr_set, patches), (hr_set, patches), (sources, done), (counts, done)):
+    per_patch = [lr_set, hr_set] + ([out["degradations"]] if "degradations" in out else [])
+    for dataset, length in [(d, patches) for d in per_patch] + [(sources, done), (counts, done)]:
         dataset.resize(length, axis=0)
     return position[names[-1]] + 1 if names else 0
 
 
-def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, progress: tqdm) -> tuple[int, list[str]]:
-    """Whole images for validation: groups lr/<i> and hr/<i> of uint8 images (RGB or gray), each with its name."""
+def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, progress: tqdm,
+               mix_seed: int | None = None) -> tuple[int, list[str]]:
+    """Whole images for validation: groups lr/<i> and hr/<i> of uint8 images (RGB or gray), each with its name.
+    With `mix_seed`, each image's LR is made by its own draw from degradations.MIX, kept as an attribute."""
     count = 0
     for name, hr, lr in benchmark_pairs(folder, scale, blur_sigma):
         progress.update()
+        if mix_seed is not None:
+            degradation = degradations.sample(np.random.default_rng([mix_seed, zlib.crc32(name.encode())]))
+            lr = degradations.apply(hr, scale, degradation)
         ensure_space(out, hr.nbytes + lr.nbytes)
         for group, image in (("lr", lr), ("hr", hr)):
             out.create_dataset(f"{group}/{count}", data=image).attrs["name"] = name
+        if mix_seed is not None:
+            out[f"lr/{count}"].attrs["degradation"] = str(degradation)
         count += 1
     return count, []
 
@@ -190,7 +256,8 @@ def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, prog
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", type=Path, help="folder of images (searched recursively)")
+    source.add_argument("--images", type=Path, nargs="+", metavar="FOLDER",
+                        help="folder(s) of images (searched recursively)")
     source.add_argument("--holopix50k", type=Path, metavar="ROOT", help="Holopix50k root folder")
     parser.add_argument("--split", choices=["train", "val", "test"], default="train", help="Holopix50k split")
     parser.add_argument("--views", nargs="+", choices=["left", "right"], default=["left", "right"],
@@ -208,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--color", default="ycbcr", choices=["ycbcr", "rgb"], help="colour space with --channels 3")
     parser.add_argument("--downscale", type=float, nargs="+", default=[], metavar="FACTOR",
                         help="also use each image shrunk by these factors (the FSRCNN paper: 0.9 0.8 0.7 0.6)")
+    parser.add_argument("--degradation", choices=["matlab", "mix"], default="matlab",
+                        help="matlab: the SR protocol's (blur if asked, MATLAB bicubic); mix: every patch its own, "
+                             "drawn from degradations.MIX (the robust weights' training data)")
+    parser.add_argument("--seed", type=int, default=123, help="seeds --degradation mix's draws")
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
     parser.add_argument("--output", type=Path, help="the HDF5 file (default: output/<source>_x<scale>[_eval].h5)")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
@@ -241,29 +312,40 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--resume continues OUTPUT.partial, --overwrite deletes it: choose one")
     if args.resume and args.eval:
         parser.error("an --eval file is written whole: --overwrite starts an interrupted one afresh")
-    if args.images and not args.images.is_dir():
-        parser.error(f"--images {args.images}: not a folder")
+    if args.degradation == "mix" and args.blur_sigma:
+        parser.error("--degradation mix draws each image's blur itself: not with a --blur-sigma (use --preset paper, "
+                     "or --blur-sigma 0)")
+    not_folders = [str(folder) for folder in args.images or [] if not folder.is_dir()]
+    if not_folders:
+        parser.error(f"--images {' '.join(not_folders)}: not a folder")
+    if args.eval and len(args.images) > 1:
+        parser.error("--eval reads one folder of images")
+    args.roots = args.images or [args.holopix50k]
     args.color = "y" if args.channels == 1 else args.color
     return args
 
 
 def default_output(args: argparse.Namespace) -> Path:
-    """output/<source>_x<scale>[_lr][_<colour>][_downscaled].h5, or output/<source>_x<scale>_eval.h5."""
-    root = args.images or args.holopix50k
+    """output/<source>[+<source>...]_x<scale>[_lr][_<colour>][_downscaled][_mix].h5, or
+    output/<source>_x<scale>_eval.h5."""
     # Set5/x3 -> Set5: a benchmark folder is named after its set, not its scale
-    name = (root.parent.name if root.name == f"x{args.scale}" else root.name) if args.images else f"holopix50k_{args.split}"
+    name = "+".join(root.parent.name if root.name == f"x{args.scale}" else root.name for root in args.images) \
+        if args.images else f"holopix50k_{args.split}"
     suffix = "_eval" if args.eval else ("_lr" if args.lr_size else "") + ("" if args.color == "y" else f"_{args.color}") + (
-        "_downscaled" if args.downscale else "")
+        "_downscaled" if args.downscale else "") + ("_mix" if args.degradation == "mix" else "")
     return Path("output") / f"{name}_x{args.scale}{suffix}.h5"
 
 
 def file_settings(args: argparse.Namespace) -> dict:
     """What the HDF5 attributes record, and what a resumed file must match."""
-    settings = dict(scale=args.scale, blur_sigma=args.blur_sigma, mode="eval" if args.eval else "patches", color=args.color)
+    settings = dict(scale=args.scale, blur_sigma=args.blur_sigma, mode="eval" if args.eval else "patches", color=args.color,
+                    degradation=args.degradation)
     if not args.eval:
         lr_side, hr_side = patch_sides(args)
         settings.update(patch_size=hr_side, lr_patch_size=lr_side, stride=args.stride, lr_size=args.lr_size,
                         downscales=" ".join(map(str, args.downscale)))
+    if args.degradation == "mix":
+        settings.update(seed=args.seed, degradation_mix=json.dumps(degradations.MIX))
     return settings
 
 
@@ -275,27 +357,28 @@ def patch_sides(args: argparse.Namespace) -> tuple[int, int]:
 
 def fill(out: h5py.File, args: argparse.Namespace, paths: list[Path], resuming: bool, progress: tqdm) -> tuple[int, list[str]]:
     """Write every image's patches (or, with --eval, the whole images) into the open partial file."""
-    root = args.images or args.holopix50k
     settings = file_settings(args)
+    mix_seed = args.seed if args.degradation == "mix" else None
     if resuming:
         differ = [k for k, v in settings.items() if out.attrs.get(k) != v]
         if differ:
             raise ValueError(f"{out.filename}: made with other settings ({', '.join(differ)}); start afresh")
-    out.attrs.update(settings, source=str(root), preset=args.preset,
+    out.attrs.update(settings, source=" ".join(map(str, args.roots)), preset=args.preset,
                      arguments=json.dumps({k: str(v) for k, v in vars(args).items()}))
     if args.eval:
-        return write_eval(out, root, args.scale, args.blur_sigma, progress)
-    patch_datasets(out, *patch_sides(args), args.channels)
-    start = resume_point(out, paths, root) if resuming else 0
+        return write_eval(out, args.roots[0], args.scale, args.blur_sigma, progress, mix_seed)
+    patch_datasets(out, *patch_sides(args), args.channels, mixed=args.degradation == "mix")
+    start = resume_point(out, paths, args.roots) if resuming else 0
     if resuming:
         print(f"resuming {out.filename}: {start} of {len(paths)} images done", file=sys.stderr)
     progress.update(start)
     work = partial(patches_of, scale=args.scale, size=args.patch_size, stride=args.stride, blur_sigma=args.blur_sigma,
-                   lr_size=args.lr_size, color=args.color, max_pixels=args.max_pixels, downscales=tuple(args.downscale))
+                   lr_size=args.lr_size, color=args.color, max_pixels=args.max_pixels, downscales=tuple(args.downscale),
+                   mix_seed=mix_seed)
     if args.workers == 1:
-        return write_patches(out, map(work, paths[start:]), root, progress)
+        return write_patches(out, map(work, paths[start:]), args.roots, progress)
     with multiprocessing.Pool(args.workers) as pool:
-        return write_patches(out, in_order(pool, work, paths[start:], 2 * args.workers), root, progress)
+        return write_patches(out, in_order(pool, work, paths[start:], 2 * args.workers), args.roots, progress)
 
 
 def write_file(args: argparse.Namespace, paths: list[Path], output: Path, total: int) -> tuple[int, list[str]]:
@@ -351,10 +434,11 @@ def fill_partial(args: argparse.Namespace, paths: list[Path], partial_path: Path
 def main() -> None:
     parser = build_parser()
     args = parse_args(parser)
-    root = args.images or args.holopix50k
-    paths = (list_images(root) if args.images else holopix_images(root, args.split, args.views))[: args.max_images]
+    paths = [path for root in args.images for path in list_images(root)] if args.images else \
+        holopix_images(args.holopix50k, args.split, args.views)
+    paths = paths[: args.max_images]
     if not paths:
-        parser.error(f"{root}: no images found (png, jpg, bmp, tif)")
+        parser.error(f"{' '.join(map(str, args.roots))}: no images found (png, jpg, bmp, tif)")
     output = args.output or default_output(args)
     make_folder(output.parent)
     total = sum(not p.stem.endswith("_LR") for p in paths) if args.eval else len(paths)  # an LR file is no image of its own

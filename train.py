@@ -242,7 +242,8 @@ def set_up(args: argparse.Namespace, rank: int, world: int, device: torch.device
     model, net = make_model(args, color, device, world)
     optimizer = make_optimizer(model, args)
     meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "blur_sigma": blur_sigma,
-            "train_file": str(args.train_file), "train_patches": len(train_set)}
+            "degradation": str(train_set.attrs.get("degradation", "matlab")), "train_file": str(args.train_file),
+            "train_patches": len(train_set)}
     return Training(args, rank, world, device, train_set, pairs, color, model, net, optimizer, make_scheduler(optimizer, args),
                torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
                losses.get_loss(args.loss, tuple(args.loss_weights)), meta)

@@ -150,3 +150,15 @@ def test_any_size_and_mode_gives_an_output_or_a_clear_error(tmp_path_factory, mo
     out = load_image(folder / "out" / f"in_srcnn_x{scale}.png")
     expected = (height * scale, width * scale) if lr else (height // scale * scale, width // scale * scale)
     assert out.shape[:2] == expected and out.ndim == pixels.ndim
+
+
+def test_a_real_lr_photo_takes_the_robust_weights_and_an_hr_image_the_protocol_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(test_script, "WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights").mkdir()
+    for low_res in (False, True):  # no robust file yet: the protocol weights, and --lr says why
+        path, why = test_script.default_weights(Namespace(scale=3, low_res=low_res))
+        assert path.name == "srcnn_x3.pth" and ("srcnn_real_x3.pth is not in" in why) == low_res
+    (tmp_path / "weights" / "srcnn_real_x3.pth").touch()
+    assert test_script.default_weights(Namespace(scale=3, low_res=True))[0].name == "srcnn_real_x3.pth"
+    assert test_script.default_weights(Namespace(scale=3, low_res=False))[0].name == "srcnn_x3.pth"
+    assert test_script.default_weights(Namespace(scale=2, low_res=True))[0].name == "srcnn_x2.pth"
