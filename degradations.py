@@ -63,7 +63,7 @@ def resize_down(hr: np.ndarray, scale: int, kernel: str) -> np.ndarray:
         return imresize(hr, 1 / scale)
     if kernel == "pil":
         return np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), Image.Resampling.BICUBIC))
-    import cv2  # opencv-python-headless: only the cv2 kernels need it
+    import cv2  # opencv-contrib-python-headless (requirements.txt): only the cv2 kernels need it
     flag = {"cv2-cubic": cv2.INTER_CUBIC, "cv2-linear": cv2.INTER_LINEAR, "cv2-area": cv2.INTER_AREA}[kernel]
     return cv2.resize(hr, (w // scale, h // scale), interpolation=flag)
 

@@ -1,6 +1,8 @@
 """The one way this repo scores a network: upscale an image, a folder or a benchmark set and measure
 PSNR/SSIM against the HR image on the SR protocol. train.py's validation, test.py, weights/publish.py
-and every benchmark call it, so their numbers cannot drift apart.
+and every benchmark call it, so their numbers cannot drift apart. Bicubic, this repo's networks and
+other people's (peers.OpenCVPeer) are all measured by `score_output`: evaluate_pairs scores a network
+beside bicubic, evaluate_method any `Method` (a function from the LR image to its output).
 
 The protocol (utils.py implements each step): MATLAB-bicubic LR, Y of MATLAB's rgb2ycbcr rounded to
 8 bits (raw intensity for grayscale), the network's output rounded to 8 bits, `scale` pixels shaved,
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
@@ -77,28 +79,68 @@ def ms_ssim_y(hr: np.ndarray, y: np.ndarray, scale: int) -> float | None:
     return float(losses.ms_ssim(crop(y), crop(hr_y))) if min(hr_y.shape) - 2 * scale >= 33 else None
 
 
+Method = Callable[[np.ndarray], np.ndarray]
+"""Any upscaler scored by evaluate_method: a uint8 LR image -> its output at the HR size, an RGB image
+(measured on its MATLAB Y, rounded to 8 bits) or the H x W Y or gray image it is measured on as it is."""
+
+
+def score_output(hr: np.ndarray, output: np.ndarray, scale: int, with_ms_ssim: bool = False) -> dict[str, float]:
+    """{"psnr", "ssim"} (and "ms_ssim" if asked, where the image is large enough) of one method's output
+    against the HR image on the SR protocol: the one place every number of this repo is measured."""
+    y = y_channel(output)  # an H x W Y or gray image comes back as it is, as float
+    if y.shape != hr.shape[:2]:
+        raise ValueError(f"an output of {y.shape[1]}x{y.shape[0]} cannot be scored against its "
+                         f"{hr.shape[1]}x{hr.shape[0]} HR image")
+    psnr_value, ssim_value = psnr_ssim(hr, y, scale)
+    ms_ssim_value = ms_ssim_y(hr, y, scale) if with_ms_ssim else None
+    return {"psnr": psnr_value, "ssim": ssim_value, **({"ms_ssim": ms_ssim_value} if ms_ssim_value is not None else {})}
+
+
+def bicubic_method(scale: int) -> Method:
+    """The baseline as a Method: MATLAB bicubic of the LR image (utils.upscale_bicubic)."""
+    return lambda lr: upscale_bicubic(lr, scale)
+
+
+def network_method(upscaler: Upscaler, scale: int, color: str = "y", tile: int = 0) -> Method:
+    """A network as a Method: `upscale` of the LR image (SRCNN reads its MATLAB-bicubic upscale), giving
+    the Y it is measured on, so evaluate_method scores it exactly as evaluate_pairs does."""
+    return lambda lr: upscale(upscaler, lr, upscale_bicubic(lr, scale), color, tile)[1]
+
+
 def score_pair(upscaler: Upscaler, hr: np.ndarray, lr: np.ndarray, scale: int, color: str = "y",
                with_ms_ssim: bool = False) -> dict[str, float]:
     """Bicubic's and the network's PSNR/SSIM on one HR image and its LR image (and their MS-SSIM if asked)."""
     bicubic = upscale_bicubic(lr, scale)
     sr_y = upscale(upscaler, lr, bicubic, color)[1]
-    (bicubic_psnr, bicubic_ssim), (sr_psnr, sr_ssim) = psnr_ssim(hr, y_channel(bicubic), scale), psnr_ssim(hr, sr_y, scale)
-    row = {"bicubic_psnr": bicubic_psnr, "bicubic_ssim": bicubic_ssim, "psnr": sr_psnr, "ssim": sr_ssim}
-    scores = {"bicubic_ms_ssim": ms_ssim_y(hr, y_channel(bicubic), scale), "ms_ssim": ms_ssim_y(hr, sr_y, scale)} \
-        if with_ms_ssim else {}
-    return {**row, **{key: value for key, value in scores.items() if value is not None}}
+    baseline = score_output(hr, bicubic, scale, with_ms_ssim)
+    row = {**{f"bicubic_{key}": value for key, value in baseline.items()}, **score_output(hr, sr_y, scale, with_ms_ssim)}
+    return dict(sorted(row.items(), key=lambda item: item[0].endswith("ms_ssim")))  # PSNR/SSIM first, MS-SSIM last
 
 
-def evaluate_pairs(upscaler: Upscaler, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], scale: int,
-                   color: str = "y", with_ms_ssim: bool = False, progress: str | None = None) -> dict:
-    """Per-image rows and their means for (name, hr, lr) pairs; `progress` names a tqdm bar if given."""
+def _table(score: Callable[[np.ndarray, np.ndarray], dict[str, float]], pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
+           scale: int, progress: str | None) -> dict:
+    """{"scale", "images": [{"image", **score(hr, lr)}, ...], "mean": the mean of each score} over the pairs."""
     pairs = tqdm(pairs, desc=progress, unit="img", file=sys.stderr) if progress else pairs
-    rows = [{"image": name, **score_pair(upscaler, hr, lr, scale, color, with_ms_ssim)} for name, hr, lr in pairs]
+    rows = [{"image": name, **score(hr, lr)} for name, hr, lr in pairs]
     if not rows:
         raise ValueError("no images to evaluate")
     keys = list(dict.fromkeys(key for row in rows for key in row if key != "image"))
     mean = {key: float(np.mean([r[key] for r in rows if key in r])) for key in keys}
     return {"scale": scale, "images": rows, "mean": mean}
+
+
+def evaluate_pairs(upscaler: Upscaler, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], scale: int,
+                   color: str = "y", with_ms_ssim: bool = False, progress: str | None = None) -> dict:
+    """Per-image rows and their means for (name, hr, lr) pairs, the network's scores beside bicubic's
+    (bicubic_psnr, ...); `progress` names a tqdm bar if given."""
+    return _table(lambda hr, lr: score_pair(upscaler, hr, lr, scale, color, with_ms_ssim), pairs, scale, progress)
+
+
+def evaluate_method(method: Method, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], scale: int,
+                    with_ms_ssim: bool = False, progress: str | None = None) -> dict:
+    """evaluate_pairs for any Method (bicubic_method, network_method, a peers.OpenCVPeer): the same rows and
+    means, of psnr, ssim (and ms_ssim), measured by the same code."""
+    return _table(lambda hr, lr: score_output(hr, method(lr), scale, with_ms_ssim), pairs, scale, progress)
 
 
 def evaluate_dataset(upscaler: Upscaler, source: Path, scale: int, color: str = "y", blur_sigma: float = 0.0) -> dict:

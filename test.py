@@ -3,7 +3,7 @@
     python test.py                                            # scikit-image's coffee, x3, into output/
     python test.py --sample astronaut --scale 4               # another bundled image
     python test.py --image-file photo.png --scale 2           # an HR image: degrade, restore, measure
-    python test.py --image-file small.png --lr --scale 3      # a real low-resolution photo: just upscale
+    python test.py --image-file small.png --low-res --scale 3 # a real low-resolution photo: just upscale
     python test.py --dataset data/Set5/x3 --scale 3 --json set5_x3.json
     python test.py --scale 3 --export-onnx srcnn_x3.onnx      # the shipped x3 network as ONNX
 
@@ -45,13 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--sample", choices=SAMPLES, default="coffee",
                         help="a scikit-image bundled image, used when no other input is given")
     parser.add_argument("--weights-file", help="a file or an http(s) URL (default: weights/srcnn_x<scale>.pth; with "
-                                               "--lr, the robust weights/srcnn_real_x<scale>.pth where present)")
+                                               "--low-res, the robust weights/srcnn_real_x<scale>.pth where present)")
     parser.add_argument("--sha256", help="expected checksum of a downloaded --weights-file "
                                          "(default: the one in weights/manifest.json)")
     parser.add_argument("--allow-http", action="store_true", help="allow a plain-http --weights-file URL")
     parser.add_argument("--padding", choices=["same", "valid"], help="override the padding stored with the weights")
     cli.add_scale(parser)
-    parser.add_argument("--lr", "--low-res", dest="low_res", action="store_true",
+    parser.add_argument("--low-res", action="store_true",
                         help="the input is already low-resolution (a real photo, shrunk no one knows how): upscale only")
     parser.add_argument("--blur-sigma", type=float,
                         help="Gaussian blur before MATLAB-bicubic downscaling of HR input, in every mode; in a --dataset "
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_weights(args: argparse.Namespace) -> tuple[Path, str]:
     """The weights used without --weights-file, and why. A real LR photo was shrunk by an unknown method
-    (OpenCV, a camera, JPEG), so --lr takes the robust weights, trained on a mix of degradations; an HR
+    (OpenCV, a camera, JPEG), so --low-res takes the robust weights, trained on a mix of degradations; an HR
     input or a --dataset is degraded by the protocol, so the protocol weights keep the tables' meaning."""
     protocol, robust = WEIGHTS_DIR / f"srcnn_x{args.scale}.pth", WEIGHTS_DIR / f"srcnn_real_x{args.scale}.pth"
     if not args.low_res:

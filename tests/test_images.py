@@ -155,7 +155,7 @@ def test_any_size_and_mode_gives_an_output_or_a_clear_error(tmp_path_factory, mo
 def test_a_real_lr_photo_takes_the_robust_weights_and_an_hr_image_the_protocol_ones(tmp_path, monkeypatch):
     monkeypatch.setattr(test_script, "WEIGHTS_DIR", tmp_path / "weights")
     (tmp_path / "weights").mkdir()
-    for low_res in (False, True):  # no robust file yet: the protocol weights, and --lr says why
+    for low_res in (False, True):  # no robust file yet: the protocol weights, and --low-res says why
         path, why = test_script.default_weights(Namespace(scale=3, low_res=low_res))
         assert path.name == "srcnn_x3.pth" and ("srcnn_real_x3.pth is not in" in why) == low_res
     (tmp_path / "weights" / "srcnn_real_x3.pth").touch()
