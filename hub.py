@@ -39,11 +39,13 @@ def write_manifest(manifest: dict, path: Path = MANIFEST) -> None:
 
 def card_table(manifest: dict) -> str:
     """The model card's table of shipped files, PSNRs and checksums, as Markdown."""
-    rows = ["| file | scale | blur sigma | Set5 PSNR (dB) | Set14 PSNR (dB) | sha256 |", "|---|---|---|---|---|---|"]
+    rows = ["| file | scale | trained on LR made by | Set5 PSNR (dB) | Set14 PSNR (dB) | sha256 |", "|---|---|---|---|---|---|"]
     for name, entry in manifest.items():  # each scored under the blur it was trained with
         psnr = {s: entry["benchmarks"][s]["psnr"] for s in ("Set5", "Set14")}
-        rows.append(f"| `{name}` | {entry['scale']} | {entry.get('blur_sigma', 0):g} | {psnr['Set5']:.2f} | "
-                    f"{psnr['Set14']:.2f} | `{entry['sha256']}` |")
+        blur = f"blur {entry['blur_sigma']:g}, then " if entry.get("blur_sigma") else ""
+        made = "a mix of degradations" if entry.get("degradation") == "mix" else f"{blur}MATLAB bicubic"
+        rows.append(f"| `{name}` | {entry['scale']} | {made} | {psnr['Set5']:.2f} | {psnr['Set14']:.2f} | "
+                    f"`{entry['sha256']}` |")
     return "\n".join(rows)
 
 

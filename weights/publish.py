@@ -55,12 +55,13 @@ def main() -> None:
             "training_data": args.training_data or meta.get("training_data", meta.get("train_file", T91_PAPER_PRESET)),
             "epochs": meta.get("epoch", meta.get("epochs")), "steps": meta.get("step", meta.get("steps")),
             "protocol": PROTOCOL, "benchmarks": scores, **({"history": history} if history else {}),
-            **({"blur_sigma": meta["blur_sigma"]} if meta.get("blur_sigma") else {})}  # what test.py degrades with
+            **({"blur_sigma": meta["blur_sigma"]} if meta.get("blur_sigma") else {}),  # what test.py degrades with
+            **({"degradation": meta["degradation"]} if meta.get("degradation", "matlab") != "matlab" else {})}
     with atomic_write(out) as tmp:
         torch.save({"model": model.state_dict(), "meta": info}, tmp)
     manifest = read_manifest()
-    keys = ("model", "arch", "scale", "color", "blur_sigma", "padding", "channels", "benchmarks", "training_data", "history",
-            "epochs", "steps")
+    keys = ("model", "arch", "scale", "color", "blur_sigma", "degradation", "padding", "channels", "benchmarks",
+            "training_data", "history", "epochs", "steps")
     manifest[out.name] = {**{k: info[k] for k in keys if info.get(k) is not None}, "sha256": file_sha256(out)}
     write_manifest(manifest)
     write_card(WEIGHTS_DIR / "README.md", manifest)
