@@ -69,7 +69,8 @@ def test_readme_is_short():
     assert len(README.encode()) <= 15_000
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/training.md", "docs/studies.md", "docs/speed.md"])
+@pytest.mark.parametrize("document", ["README.md", "docs/training.md", "docs/studies.md", "docs/speed.md",
+                                      "docs/robustness.md"])
 def test_every_command_parses_and_names_files_that_exist(document):
     """Each python/torchrun command's arguments parse with its script's own parser; data/ paths exist where
     the README says the data is (checked against ../shared/data here), repo paths exist in the repo."""
