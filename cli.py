@@ -12,6 +12,10 @@ from files import LockedError, WriteError
 
 DATA = Path("data")  # where the README puts T91/, Set5/, Set14/ (a folder or a link in the clone)
 
+# How a network can run (inference.Upscaler; benchmarks/inference_paths.py times each against plain eager
+# fp32 NCHW): the tensor layout, torch.compile, ONNX Runtime on the exported graph, reduced-precision autocast.
+INFERENCE_PATHS = ("eager", "channels_last", "compile", "onnxruntime", "fp16", "bf16")
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The module docstring as written, and "(default: ...)" after every flag that has a value by default."""
@@ -40,6 +44,10 @@ def add_scale(parser: argparse.ArgumentParser, several: bool = False, default: i
 def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     parser.add_argument("--device", default=default, choices=["auto", "cpu", "cuda"],
                         help="where the network runs (auto: CUDA when PyTorch sees a GPU)")
+
+
+def add_inference_path(parser: argparse.ArgumentParser, default: str, what: str) -> None:
+    parser.add_argument("--inference-path", default=default, choices=["auto", *INFERENCE_PATHS], help=what)
 
 
 def add_workers(parser: argparse.ArgumentParser, what: str, default: int | None = None) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils import benchmark_pairs, first_line
+from utils import MIN_MEASURED_SIDE, benchmark_pairs, first_line
 
 
 def open_h5(path: str | Path, required: tuple[str, ...]) -> h5py.File:
@@ -130,7 +130,6 @@ def augment_pairs(lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator
     return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
 
 
-MIN_MEASURED_SIDE = 11  # an image must keep one 11x11 SSIM window once `scale` pixels are shaved from each side
 
 
 def eval_pairs(source: str | Path, scale: int, blur_sigma: float = 0.0) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -16,15 +16,16 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from tqdm import tqdm
 
-import losses
-from datasets import eval_pairs
-from inference import Upscaler
-from utils import (from_color, protocol_y, psnr, rgb2ycbcr, ssim, to_color, to_uint8, upscale_bicubic,
-                   y_channel, ycbcr2rgb)
+from utils import from_color, protocol_y, psnr, ssim, to_color, to_uint8, upscale_bicubic, with_y, y_channel
+
+if TYPE_CHECKING:  # PyTorch is imported only where needed: a plain upscale on an ONNX graph never imports it
+    from graphs import GraphUpscaler
+    from inference import Upscaler
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.json"
 
@@ -40,8 +41,7 @@ def paper_psnr(model: str, dataset: str, scale: int) -> float | None:
     return paper_results().get(model, {}).get(dataset, {}).get(str(scale), {}).get("psnr")
 
 
-@torch.no_grad()
-def upscale(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray, color: str,
+def upscale(upscaler: Upscaler | GraphUpscaler, lr: np.ndarray, bicubic: np.ndarray, color: str,
             tile: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Run the network on a uint8 image; returns (uint8 output image, the Y it is measured on).
 
@@ -49,21 +49,18 @@ def upscale(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray, color: str,
     bicubic; its own 8-bit Y is what gets measured (re-deriving Y from the RGB file can move a pixel by
     one level). A YCbCr or RGB network writes all three channels. `tile` > 0 bounds memory by running
     tile x tile pieces (the same result); 0 runs the whole image, in tiles once its activations would
-    pass inference.ACTIVATION_BUDGET.
+    pass tiles.ACTIVATION_BUDGET.
     """
-    source = lr if upscaler.model.takes_lr else bicubic
-    x = torch.from_numpy((to_color(source, color) / 255).astype(np.float32)).permute(2, 0, 1)[None]
-    out = upscaler(x, tile)
-    out = out.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy().astype(np.float64) * 255
+    source = lr if upscaler.takes_lr else bicubic
+    x = (to_color(source, color) / 255).astype(np.float32).transpose(2, 0, 1)[None]
+    out = upscaler.run_array(x, tile).clip(0, 1)[0].transpose(1, 2, 0).astype(np.float64) * 255
     gray = bicubic.ndim == 2
     sr_y = protocol_y(out, color, gray)
     if color != "y":
         return from_color(out, color, gray), sr_y
     if gray:
         return to_uint8(sr_y), sr_y
-    ycbcr = rgb2ycbcr(bicubic)
-    ycbcr[..., 0] = sr_y
-    return to_uint8(ycbcr2rgb(ycbcr)), sr_y
+    return with_y(bicubic, sr_y), sr_y
 
 
 def psnr_ssim(hr: np.ndarray, y: np.ndarray, scale: int) -> tuple[float, float]:
@@ -74,6 +71,7 @@ def psnr_ssim(hr: np.ndarray, y: np.ndarray, scale: int) -> tuple[float, float]:
 
 def ms_ssim_y(hr: np.ndarray, y: np.ndarray, scale: int) -> float | None:
     """MS-SSIM (pytorch-msssim, as the training loss) of a Y image, shaved; None under 33 pixels a side."""
+    import losses, torch  # PyTorch only when MS-SSIM is asked for
     crop = lambda image: torch.from_numpy(image[scale:-scale, scale:-scale] / 255).float()[None, None]
     hr_y = y_channel(hr)
     return float(losses.ms_ssim(crop(y), crop(hr_y))) if min(hr_y.shape) - 2 * scale >= 33 else None
@@ -147,5 +145,6 @@ def evaluate_dataset(upscaler: Upscaler, source: Path, scale: int, color: str = 
     """evaluate_pairs on what train.py validates on: a benchmark folder (*_HR/*_LR pairs), a folder of HR
     images (degraded with `blur_sigma` and MATLAB bicubic, as preprocess.py does) or a preprocess.py
     --eval file."""
+    from datasets import eval_pairs  # h5py and PyTorch's Dataset, which scoring a single image never needs
     pairs = eval_pairs(source, scale, blur_sigma)
     return {"dataset": str(source), **evaluate_pairs(upscaler, pairs, scale, color, progress=f"{source} x{scale}")}

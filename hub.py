@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from files import atomic_write, make_folder, write_text
-from models import WeightsError
+from utils import WeightsError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"

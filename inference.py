@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import importlib.util
 import logging
-import math
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -21,25 +22,41 @@ import numpy as np
 import torch
 from torch import nn
 
+from cli import INFERENCE_PATHS
 from files import atomic_write, make_folder
-from hub import cache_folder
-from models import FSRCNN, SRCNN
-from utils import first_line
+from graphs import RECORD_KEY, GraphError, GraphUpscaler, encode_output, example_input, open_graph
+from hub import cache_folder, file_sha256
+from models import FSRCNN, SRCNN, load_model, network_name
+from path_choice import MEASURE_SIDE, cached_rates, fastest, measure, store_rates
+from tiles import auto_tile, run_tiled
 
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}  # tensor layouts
 
-# How test.py can run a network (benchmarks/inference_paths.py times each against plain eager fp32 NCHW):
-# the tensor layout, torch.compile, ONNX Runtime on the exported graph, and reduced-precision autocast.
-INFERENCE_PATHS = ("eager", "channels_last", "compile", "onnxruntime", "fp16", "bf16")
 
 
-def default_inference_path(device: torch.device) -> str:
-    """The fastest path that matches eager fp32 within 1/255 on `device` (docs/speed.md):
-    ONNX Runtime on CPUs (2.2x eager there; channels_last, 1.7x, where onnxruntime is not installed),
-    fp16 autocast on CUDA GPUs (tensor cores)."""
+def default_inference_path(device: torch.device, model: SRCNN | FSRCNN | None = None) -> str:
+    """What `auto` runs, of the paths that match eager fp32 within 1/255 (docs/speed.md): fp16 autocast
+    on CUDA GPUs (tensor cores); on CPUs the faster of channels_last and ONNX Runtime for this network on
+    this machine (path_choice.py: measured once, cached), channels_last where onnxruntime is not installed,
+    ONNX Runtime when no network is given."""
     if device.type == "cuda":
         return "fp16"
-    return "onnxruntime" if all(_installed(name) for name in ("onnxruntime", "onnxscript")) else "channels_last"
+    if not all(_installed(name) for name in ("onnxruntime", "onnxscript")):
+        return "channels_last"
+    if model is None:
+        return "onnxruntime"
+    return fastest(cached_rates(model.config()) or measure_cpu_paths(model))
+
+
+def measure_cpu_paths(model: SRCNN | FSRCNN, graph: GraphUpscaler | None = None) -> dict:
+    """Time channels_last and ONNX Runtime (`graph`, or the cached export) on this network, and how long
+    importing PyTorch takes (a fresh interpreter), and cache it all (path_choice.store_rates)."""
+    runners = {"channels_last": Upscaler(model, "channels_last"), "onnxruntime": graph or Upscaler(model, "onnxruntime")}
+    side = MEASURE_SIDE // (model.scale if model.takes_lr else 1)
+    rates = measure(runners, model.config()["channels"], side)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    return store_rates(model.config(), rates, time.perf_counter() - start)
 
 
 def _installed(package: str) -> bool:
@@ -49,65 +66,69 @@ def _installed(package: str) -> bool:
         return False
 
 
-class InferenceError(RuntimeError):
+class InferenceError(ValueError):
     """A network that cannot be run by the path asked for; the message says why."""
 
 
-ONNX_TOLERANCE = 1e-4  # how far a cached graph's output may be from eager fp32 on the example input
-
-
 def _example_input(model: SRCNN | FSRCNN) -> torch.Tensor:
-    """The input ONNX export traces and a cached graph is checked on: fixed, so every check is the same."""
-    side = 2 * model.halo + 8
-    return torch.rand(1, model.config()["channels"], side, side, generator=torch.Generator().manual_seed(0))
+    """The input ONNX export traces and a graph is checked on (graphs.example_input: fixed)."""
+    return torch.from_numpy(example_input(model.config()["channels"], model.halo))
 
 
-def _checked_session(path: Path, model: SRCNN | FSRCNN) -> tuple[object | None, str | None]:
-    """(a CPU session of the graph at `path`, None) when it loads and gives eager fp32's result on the
-    example input within ONNX_TOLERANCE; else (None, what is wrong with the file)."""
-    import onnxruntime
-    example = _example_input(model)
+def _example_output(model: SRCNN | FSRCNN) -> np.ndarray:
+    """Eager fp32's output on the example input: what a graph of this network must compute."""
+    model = copy.deepcopy(model).cpu().float().eval()
     with torch.no_grad():
-        expected = copy.deepcopy(model).cpu().super_resolve(example).numpy()
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = session.run(None, {"input": example.numpy()})[0]
-    except Exception as err:  # onnxruntime raises its own types for unreadable, invalid or other graphs
-        return None, f"does not load ({first_line(err)})"
-    difference = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
-    if not difference <= ONNX_TOLERANCE:
-        return None, f"does not match the network (off by {difference:.2g})"
-    return session, None
+        return model.super_resolve(_example_input(model)).numpy()
+
+
+def graph_record(model: SRCNN | FSRCNN, meta: dict | None = None, weights_sha256: str | None = None) -> dict:
+    """What a graph records of its network (graphs.GraphUpscaler.record): enough to run it without
+    PyTorch, and eager fp32's output on the example input that graphs.open_graph checks it against."""
+    expected = _example_output(model)
+    meta = meta or {}
+    return {"network": network_name(model, meta.get("color", "y")), "takes_lr": model.takes_lr,
+            "scale": getattr(model, "scale", None), "halo": model.halo, "channels": model.config()["channels"],
+            "bytes_per_pixel": activation_bytes_per_pixel(model), "config": model.config(),
+            "meta": {key: meta[key] for key in ("color", "blur_sigma", "scale", "degradation") if key in meta},
+            "weights_sha256": weights_sha256, "torch": torch.__version__, "example_output": encode_output(expected)}
 
 
 def _onnxruntime_run(model: SRCNN | FSRCNN, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """An ONNX Runtime session of the model's inference graph. The graph is exported once per set of
     weights (a few seconds) into the cache, named by a hash of the weights and the PyTorch version. A
-    cached graph is checked before use (eager fp32's result on the example input, within ONNX_TOLERANCE):
-    one that fails to load or differs is exported again, with a warning; a fresh one that fails is an error."""
+    cached graph is checked before use (graphs.open_graph): one that fails to load or differs is exported
+    again, with a warning; a fresh one that fails is an error."""
     import onnxruntime
     digest = hashlib.sha256(f"{model.config()} {torch.__version__}".encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
     path = cache_folder() / "onnx" / f"{digest.hexdigest()[:16]}.onnx"
-    session, problem = _checked_session(path, model) if path.exists() else (None, None)
-    if session is None:
-        if problem:
-            print(f"warning: cached ONNX graph {path} {problem}; exporting it again", file=sys.stderr)
-        make_folder(path.parent)
-        export_onnx(model, path)
-        session, problem = _checked_session(path, model)
-        if session is None:
-            raise InferenceError(f"{path}: the exported ONNX graph {problem}")
+    graph = None
+    if path.exists():
+        try:
+            graph = open_graph(path, expected=_example_output(model))  # this network's, not what the file says
+        except GraphError as err:
+            print(f"warning: cached ONNX graph {err}; exporting it again", file=sys.stderr)
+    if graph is None:
+        graph = write_graph(model, path)
+    session = graph.session
     if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         session = onnxruntime.InferenceSession(str(path), providers=["CUDAExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {"input": x.contiguous().cpu().numpy()})[0]).to(device)
 
 
-# Past this many bytes of activations for the whole image, Upscaler runs the network in tiles (the same
-# result): peak memory follows this budget, not the image, in every mode. At 1 GiB, SRCNN runs images
-# of up to 1.3 MP whole, so every benchmark and validation image (SunHays80, Holopix50k) scores as before.
-ACTIVATION_BUDGET = 1 << 30
+def write_graph(model: SRCNN | FSRCNN, path: Path, meta: dict | None = None,
+                weights_sha256: str | None = None) -> GraphUpscaler:
+    """Export the network's graph with its record to `path` and open it; a graph that fails its checks
+    right after export is an InferenceError."""
+    make_folder(path.parent)
+    record = graph_record(model, meta, weights_sha256)
+    export_onnx(model, path, record)
+    try:
+        return open_graph(path, weights_sha256, _example_output(model))
+    except GraphError as err:
+        raise InferenceError(f"the exported ONNX graph {err}") from None
 
 
 def activation_bytes_per_pixel(model: nn.Module) -> int:
@@ -125,7 +146,7 @@ class Upscaler:
     of the model, so several upscalers of one model do not change each other's layout."""
 
     def __init__(self, model: SRCNN | FSRCNN, path: str = "auto", device: torch.device = torch.device("cpu")) -> None:
-        path = default_inference_path(device) if path == "auto" else path
+        path = default_inference_path(device, model) if path == "auto" else path
         if path not in INFERENCE_PATHS:
             raise ValueError(f"unknown inference path {path!r}; choose from auto, {', '.join(INFERENCE_PATHS)}")
         self.path, self.device = path, device
@@ -151,45 +172,70 @@ class Upscaler:
     def auto_tile(self, shape: torch.Size | tuple[int, ...]) -> int:
         """0 when the activations for an input of `shape` (N x C x H x W) fit ACTIVATION_BUDGET, else the
         largest tile side whose tiles, read with their margins, fit it."""
-        per_pixel = activation_bytes_per_pixel(self.model) * shape[0]
-        if shape[-2] * shape[-1] * per_pixel <= ACTIVATION_BUDGET:
-            return 0
-        return max(16, math.isqrt(ACTIVATION_BUDGET // per_pixel) - 2 * self.model.halo)
+        return auto_tile(shape, activation_bytes_per_pixel(self.model), self.model.halo)
 
     def _tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
-        """The whole-image result computed tile x tile input pixels at a time, each tile read with a margin
-        of the receptive-field radius (one pixel less changes the result), so memory follows the tile."""
-        h, w = x.shape[-2:]
-        s, r = self.model.scale if self.model.takes_lr else 1, self.model.halo
-        out = None
-        for y0 in range(0, h, tile):
-            for x0 in range(0, w, tile):
-                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-                cy0, cx0 = max(0, y0 - r), max(0, x0 - r)
-                part = self.run(x[..., cy0:min(h, y1 + r), cx0:min(w, x1 + r)])
-                if out is None:
-                    out = part.new_empty(*part.shape[:2], h * s, w * s)
-                out[..., y0 * s:y1 * s, x0 * s:x1 * s] = part[..., (y0 - cy0) * s:(y1 - cy0) * s,
-                                                               (x0 - cx0) * s:(x1 - cx0) * s]
-        return out
+        """The whole-image result computed tile x tile input pixels at a time (tiles.run_tiled)."""
+        scale = self.model.scale if self.model.takes_lr else 1
+        return run_tiled(self.run, x, tile, scale, self.model.halo, lambda part, shape: part.new_empty(shape))
+
+    def run_array(self, x: np.ndarray, tile: int = 0) -> np.ndarray:
+        """__call__ on an N x C x H x W float32 array, returning one (what graphs.GraphUpscaler offers)."""
+        return self(torch.from_numpy(x), tile).cpu().numpy()
+
+    @property
+    def takes_lr(self) -> bool:
+        return self.model.takes_lr
 
 
 class _Inference(nn.Module):
-    """super_resolve() as forward(), FSRCNN's sub-pixel kernel computed once: the graph ONNX export records."""
+    """super_resolve() as forward(): the graph ONNX export records (FSRCNN's as _FSRCNNGraph)."""
 
     def __init__(self, model: SRCNN | FSRCNN) -> None:
         super().__init__()
-        self.model = model
-        if model.takes_lr:
-            with torch.no_grad():
-                kernel, self.pads = model.subpixel_kernel()
-            self.register_buffer("kernel", kernel)
+        self.model = _FSRCNNGraph(model) if model.takes_lr else model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.super_resolve(x, (self.kernel, self.pads)) if self.model.takes_lr else self.model.super_resolve(x)
+        return self.model(x) if isinstance(self.model, _FSRCNNGraph) else self.model.super_resolve(x)
 
 
-def export_onnx(model: SRCNN | FSRCNN, path: str | Path) -> None:
+class _FSRCNNGraph(nn.Module):
+    """FSRCNN's super_resolve, to the bit, in the form ONNX Runtime runs fastest: the sub-pixel last layer
+    computed once, and every PReLU as max(x, a*x), two elementwise operators that ONNX Runtime runs 2.5x
+    faster than its PRelu. max(x, a*x) is PReLU for slopes a <= 1; a channel whose slope is over 1 is
+    negated where it is made and where it is read, since there PReLU(x) = min(x, a*x) = -max(-x, -a*x)
+    (negation is exact in floating point)."""
+
+    def __init__(self, model: FSRCNN) -> None:
+        super().__init__()
+        stages = [model.feature, model.shrink, *(model.mapping[i:i + 2] for i in range(0, len(model.mapping), 2)),
+                  model.expand]
+        with torch.no_grad():
+            kernel, self.pads = model.subpixel_kernel()
+            weights = [stage[0].weight.clone() for stage in stages] + [kernel.clone()]
+            biases = [stage[0].bias.clone() for stage in stages]
+            slopes = [stage[1].weight.clone() for stage in stages]
+            for i, slope in enumerate(slopes):
+                flip = slope > 1
+                weights[i][flip], biases[i][flip] = -weights[i][flip], -biases[i][flip]
+                weights[i + 1][:, flip] = -weights[i + 1][:, flip]
+        self.weights = nn.ParameterList([nn.Parameter(w, requires_grad=False) for w in weights])
+        self.biases = nn.ParameterList([nn.Parameter(b, requires_grad=False) for b in biases])
+        self.slopes = nn.ParameterList([nn.Parameter(a.view(1, -1, 1, 1), requires_grad=False) for a in slopes])
+        self.paddings = [stage[0].padding[0] for stage in stages]
+        self.scale, self.output_bias = model.scale, nn.Parameter(model.deconv.bias.detach().view(1, -1, 1, 1).clone(),
+                                                                  requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for weight, bias, slope, padding in zip(self.weights, self.biases, self.slopes, self.paddings):
+            x = nn.functional.conv2d(x, weight, bias, padding=padding)
+            x = torch.maximum(x, x * slope)
+        left, right = self.pads
+        out = nn.functional.conv2d(nn.functional.pad(x, [left, right, left, right]), self.weights[-1])
+        return nn.functional.pixel_shuffle(out, self.scale) + self.output_bias
+
+
+def export_onnx(model: SRCNN | FSRCNN, path: str | Path, record: dict | None = None) -> None:
     """Write the network's inference as one ONNX file, input "input" (N x C x H x W in [0, 1]: the bicubic
     image for SRCNN, the LR image for FSRCNN) and output "output", with any height and width.
     Needs the onnx and onnxscript packages (requirements.txt). The file is written atomically (two
@@ -207,8 +253,17 @@ def export_onnx(model: SRCNN | FSRCNN, path: str | Path) -> None:
                                         dynamo=True, verbose=False)
     finally:
         exporter_log.setLevel(level)
+    program.model.metadata_props[RECORD_KEY] = json.dumps(record or graph_record(model))
     with atomic_write(path) as tmp:
         program.save(tmp, external_data=False)
+
+
+def write_graph_beside(weights: Path) -> Path:
+    """Export a weights file's graph to <weights>.onnx, where graphs.ready_graph finds it."""
+    model, meta = load_model(weights)
+    graph = weights.with_suffix(".onnx")
+    write_graph(model, graph, meta, file_sha256(weights))
+    return graph
 
 
 def choose_device(name: str = "auto") -> torch.device:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils import first_line
+from utils import WeightsError, first_line  # WeightsError lives in utils: hub.py raises it without importing PyTorch
 
 # SRCNN f1-f2-f3 of the paper's Table 1 / Fig. 8 (n1=64, n2=32 throughout); FSRCNN (d, s, m) of its Section 3.
 ARCHS = {"9-1-5": (9, 1, 5), "9-3-5": (9, 3, 5), "9-5-5": (9, 5, 5), "fsrcnn": (56, 12, 4), "fsrcnn-s": (32, 5, 1)}
@@ -137,10 +137,6 @@ def build_model(arch: str = "9-5-5", channels: int = 1, padding: str = "same", p
         return FSRCNN(scale, d, s, m, channels)
     f1, f2, f3 = ARCHS[arch]
     return SRCNN(f1, f2, f3, channels=channels, padding=padding, paper_init=paper_init)
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be loaded; the message names the file and the problem."""
 
 
 # What a weights file may declare, checked from its tensors' shapes before any network is built: a file

@@ -18,20 +18,29 @@ import argparse
 import json
 import math
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+from PIL import Image
 from skimage import data as skimage_data
+from tqdm import tqdm
 
 import cli
 from comparison import comparison_sheet
-from datasets import MIN_MEASURED_SIDE
 from evaluate import evaluate_dataset, psnr_ssim, upscale
-from hub import WEIGHTS_DIR, download_weights
 from files import WriteError, check_writable, make_folder, write_text
-from inference import INFERENCE_PATHS, InferenceError, Upscaler, choose_device, export_onnx
-from models import FSRCNN, SRCNN, WeightsError, load_model, network_name
-from utils import COLORS, MAX_PIXELS, ImageError, degrade, list_images, load_image, modcrop, save_image, upscale_bicubic, y_channel
+from graphs import GraphUpscaler, cached_graph_path, ready_graph
+from hub import WEIGHTS_DIR, download_weights, file_sha256
+from path_choice import cached_rates, fastest, graph_pays
+from utils import (COLORS, MAX_PIXELS, MIN_MEASURED_SIDE, ImageError, WeightsError, degrade, list_images, load_image,
+                   modcrop, save_image, upscale_bicubic, y_channel)
+
+# PyTorch (models.py, inference.py) is imported inside the functions that need it: it takes 1-2 s to
+# import, longer than FSRCNN takes to upscale a photo, and a run on a ready ONNX graph never needs it.
+PNG_LEVEL = 1  # zlib effort for the images written: OpenCV's default, 4x faster than Pillow's 6 for 14% more bytes
 
 SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with scikit-image, no download
 
@@ -61,13 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help="refuse larger images and larger outputs (decompression bombs; --low-res output is "
                              "scale^2 times its input)")
-    parser.add_argument("--inference-path", default="auto", choices=["auto", *INFERENCE_PATHS],
-                        help="how the network runs (auto: the fastest one that matches eager fp32 within 1/255 on "
-                             "this device: onnxruntime on CPUs, channels_last without it, fp16 autocast on CUDA)")
+    cli.add_inference_path(parser, "auto", "how the network runs (auto: the fastest one that matches eager fp32 "
+                           "within 1/255 on this device: onnxruntime on CPUs, on the weights' ready ONNX graph without "
+                           "importing PyTorch; channels_last without onnxruntime; fp16 autocast on CUDA)")
     parser.add_argument("--tile", type=int, default=0,
                         help="run the network on TILE x TILE input pieces (same output, bounded memory); 0: the "
                              "whole image, in tiles once its activations would pass a fixed budget "
-                             "(inference.ACTIVATION_BUDGET)")
+                             "(tiles.ACTIVATION_BUDGET)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also write the bicubic image and a side-by-side sheet for --low-res input (an HR input, "
+                             "which has a ground truth to compare with, always gets them)")
     parser.add_argument("--json", type=Path, help="with --dataset: write the table as JSON (an infinite PSNR, of "
                                                   "identical images, as null)")
     parser.add_argument("--export-onnx", type=Path, metavar="FILE",
@@ -88,26 +100,122 @@ def default_weights(args: argparse.Namespace) -> tuple[Path, str]:
     return protocol, f"the protocol weights (the robust {robust.name} is not in weights/)"
 
 
-def load_weights(args: argparse.Namespace) -> tuple[SRCNN | FSRCNN, dict, Path]:
-    """The network, its metadata and where its file is, downloading a URL first."""
+class Network(NamedTuple):
+    """A network ready to run (inference.Upscaler or graphs.GraphUpscaler) and what test.py needs of it."""
+    upscaler: object
+    meta: dict
+    name: str  # what output files and tables call it: srcnn, fsrcnn, srcnn_rgb, ...
+    channels: int
+    fixed_scale: int | None  # FSRCNN's deconvolution fixes its scale; SRCNN runs at any
+
+
+def weights_path(args: argparse.Namespace) -> Path:
+    """--weights-file (a URL is downloaded first), or default_weights' choice, said on stdout."""
     weights = args.weights_file
     if weights is None:
         weights, why = default_weights(args)
         print(f"weights: {weights.relative_to(WEIGHTS_DIR.parent)}, {why}")
     if str(weights).startswith(("http://", "https://")):
         weights = download_weights(str(weights), args.sha256, allow_http=args.allow_http)
+    return Path(weights)
+
+
+def cuda_driver_present() -> bool:
+    """Whether PyTorch could see a GPU, without importing it: on Linux a CUDA GPU needs NVIDIA's driver
+    (/proc/driver/nvidia), macOS has none; elsewhere only PyTorch can tell."""
+    if sys.platform.startswith("linux"):
+        return Path("/proc/driver/nvidia").exists()
+    return sys.platform != "darwin"
+
+
+def graph_network(args: argparse.Namespace, weights: Path) -> Network | None:
+    """The weights' ready ONNX graph (graphs.ready_graph) when this run may do without PyTorch: ONNX
+    Runtime on the CPU (asked for, or auto's pick where there is no GPU and the cached measurement says
+    the graph finishes this run first, PyTorch's import included), the weights as stored."""
+    on_cpu = args.device == "cpu" or (args.device == "auto" and not cuda_driver_present())
+    if not (on_cpu and args.inference_path in ("auto", "onnxruntime") and args.padding is None and weights.is_file()):
+        return None
+    graph = ready_graph(weights)
+    if graph is None:
+        return None
+    if args.inference_path == "auto":
+        entry = cached_rates(graph.record["config"])
+        if entry is None:  # not measured on this machine yet: torch_network measures it
+            return None
+        # a --dataset imports PyTorch anyway (datasets.py), so only the rates count there
+        if fastest(entry) != "onnxruntime" and (args.dataset or not graph_pays(entry, output_pixels(args))):
+            return None
+    return network_of_graph(graph)
+
+
+def network_of_graph(graph: GraphUpscaler) -> Network:
+    record = graph.record
+    return Network(graph, record["meta"], record["network"], record["channels"],
+                   record["scale"] if record["takes_lr"] else None)
+
+
+def output_pixels(args: argparse.Namespace) -> int:
+    """How many pixels this run writes as results, from the images' headers (nothing is decoded)."""
+    grow = args.scale ** 2 if args.low_res else 1
+    if args.image_file is None:
+        return math.prod(getattr(skimage_data, args.sample)().shape[:2]) * grow
+    paths = list_images(args.image_file) if args.image_file.is_dir() else [args.image_file]
+    total = 0
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                total += image.width * image.height * grow
+        except (OSError, SyntaxError, ValueError):  # unreadable: load_image names it when its turn comes
+            pass
+    return total
+
+
+def torch_network(args: argparse.Namespace, weights: Path) -> Network:
+    """The weights loaded by PyTorch, on the path asked for or auto's (measured on first use on this
+    machine, path_choice.py). A CPU run that may take ONNX Runtime exports the graph into the cache first
+    (a few seconds, once), so that later runs on these weights can skip PyTorch."""
+    from inference import Upscaler, choose_device, default_inference_path, measure_cpu_paths, write_graph
+    from models import load_model, network_name
+    device = choose_device(args.device)
     model, meta = load_model(weights, padding=args.padding, scale=args.scale)
-    if model.takes_lr and model.scale != args.scale:  # FSRCNN's deconvolution fixes its scale
-        raise WeightsError(f"{weights}: FSRCNN weights for x{model.scale}, not --scale {args.scale}")
-    if meta.get("scale", args.scale) != args.scale:
-        print(f"warning: {weights} was trained for x{meta['scale']}, used here at x{args.scale}", file=sys.stderr)
-    return model, meta, Path(weights)
+    graph = None
+    if default_inference_path(device) == "onnxruntime" and args.inference_path in ("auto", "onnxruntime") \
+            and args.padding is None and weights.is_file():
+        sha256 = file_sha256(weights)
+        graph = ready_graph(weights) or write_graph(model, cached_graph_path(sha256), meta, sha256)
+    path = args.inference_path
+    if path == "auto":
+        path = fastest(cached_rates(model.config()) or measure_cpu_paths(model, graph)) if graph \
+            else default_inference_path(device, model)
+    if path == "onnxruntime" and graph:
+        return network_of_graph(graph)
+    return Network(Upscaler(model, path, device), meta, network_name(model, meta.get("color", "y")),
+                   model.config()["channels"], model.scale if model.takes_lr else None)
 
 
-def weights_color(model: SRCNN | FSRCNN, meta: dict, weights: Path) -> str:
+def export_graph(args: argparse.Namespace, weights: Path) -> None:
+    """--export-onnx: the weights' graph with its record (graphs.py), so that beside the weights it is
+    the ready graph test.py runs them on."""
+    from inference import export_onnx, graph_record
+    from models import load_model
+    model, meta = load_model(weights, padding=args.padding, scale=args.scale)
+    export_onnx(model, args.export_onnx, graph_record(model, meta, None if args.padding else file_sha256(weights)))
+    print(f"wrote {args.export_onnx}: input 'input' ({'LR' if model.takes_lr else 'bicubic'} image, "
+          f"{model.config()['channels']} channel(s), [0, 1]), output 'output'")
+
+
+def check_network(network: Network, weights: Path, args: argparse.Namespace) -> str:
+    """The colour space the network reads, after checking its scale against --scale."""
+    if network.fixed_scale and network.fixed_scale != args.scale:
+        raise WeightsError(f"{weights}: FSRCNN weights for x{network.fixed_scale}, not --scale {args.scale}")
+    if network.meta.get("scale", args.scale) != args.scale:
+        print(f"warning: {weights} was trained for x{network.meta['scale']}, used here at x{args.scale}", file=sys.stderr)
+    return weights_color(network.channels, network.meta, weights)
+
+
+def weights_color(channels: int, meta: dict, weights: Path) -> str:
     """The colour space the network reads: what its file records, checked against its input channels
     (a plain state dict records none: 1 channel is Y, 3 channels could be YCbCr or RGB)."""
-    channels = model.config()["channels"]
     color = meta.get("color", "y" if channels == 1 else None)
     if color in COLORS and (color == "y") == (channels == 1):
         return color
@@ -129,10 +237,10 @@ def degradation(args: argparse.Namespace, trained_blur: float) -> str:
     return line
 
 
-def process_image(upscaler: Upscaler, image: np.ndarray, name: str, args: argparse.Namespace) -> None:
-    """Write <name>_bicubic_xS.png, <name>_<network>_xS.png and <name>_<network>_xS_comparison.png;
-    print scores for an HR input."""
-    s, network = args.scale, network_name(upscaler.model, args.color)
+def restore(network: Network, image: np.ndarray, name: str, args: argparse.Namespace) -> tuple[dict[Path, np.ndarray], str]:
+    """The images to write for one input, and the line to print: <name>_<network>_xS.png; for an HR input
+    (scored against it) or with --compare, <name>_bicubic_xS.png and <name>_<network>_xS_comparison.png too."""
+    s, label = args.scale, network.name.upper().replace("_", " ")
     if args.low_res:
         hr, lr, bicubic = None, image, upscale_bicubic(image, s)
     else:
@@ -140,24 +248,28 @@ def process_image(upscaler: Upscaler, image: np.ndarray, name: str, args: argpar
         if min(hr.shape[:2]) < 2 * s:
             raise ImageError(f"{name}: {hr.shape[1]}x{hr.shape[0]} is too small to downscale by {s}")
         lr, bicubic = degrade(hr, s, args.blur_sigma)
-    sr, sr_y = upscale(upscaler, lr, bicubic, args.color, args.tile)
-    label = network.upper().replace("_", " ")
+    sr, sr_y = upscale(network.upscaler, lr, bicubic, args.color, args.tile)
+    outputs = {args.output_dir / f"{name}_{network.name}_x{s}.png": sr}
     measurable = hr is not None and min(hr.shape[:2]) - 2 * s >= MIN_MEASURED_SIDE  # one SSIM window once shaved
     if measurable:
         (bicubic_psnr, bicubic_ssim), (sr_psnr, sr_ssim) = psnr_ssim(hr, y_channel(bicubic), s), psnr_ssim(hr, sr_y, s)
         panels = [(f"bicubic  {bicubic_psnr:.2f} dB", bicubic), (f"{label}  {sr_psnr:.2f} dB", sr), ("original", hr)]
+        line = (f"{name} x{s}: bicubic PSNR {bicubic_psnr:.2f} dB SSIM {bicubic_ssim:.4f} | {label} PSNR {sr_psnr:.2f} dB "
+                f"SSIM {sr_ssim:.4f} -> {args.output_dir}")
     else:
         panels = [("bicubic", bicubic), (label, sr)] + ([("original", hr)] if hr is not None else [])
-    make_folder(args.output_dir)
-    save_image(args.output_dir / f"{name}_bicubic_x{s}.png", bicubic)
-    save_image(args.output_dir / f"{name}_{network}_x{s}.png", sr)
-    save_image(args.output_dir / f"{name}_{network}_x{s}_comparison.png", comparison_sheet(panels))
-    if measurable:
-        print(f"{name} x{s}: bicubic PSNR {bicubic_psnr:.2f} dB SSIM {bicubic_ssim:.4f} | {label} PSNR {sr_psnr:.2f} dB "
-              f"SSIM {sr_ssim:.4f} -> {args.output_dir}")
-    else:
         note = "" if hr is None else " (too small to measure once shaved)"
-        print(f"{name}: upscaled x{s} to {sr.shape[1]}x{sr.shape[0]}{note} -> {args.output_dir}")
+        line = f"{name}: upscaled x{s} to {sr.shape[1]}x{sr.shape[0]}{note} -> {args.output_dir}"
+    if hr is not None or args.compare:
+        outputs[args.output_dir / f"{name}_bicubic_x{s}.png"] = bicubic
+        outputs[args.output_dir / f"{name}_{network.name}_x{s}_comparison.png"] = comparison_sheet(panels)
+    return outputs, line
+
+
+def write_outputs(outputs: dict[Path, np.ndarray]) -> None:
+    for path, image in outputs.items():
+        make_folder(path.parent)
+        save_image(path, image, PNG_LEVEL)
 
 
 def print_table(result: dict, label: str) -> None:
@@ -166,11 +278,10 @@ def print_table(result: dict, label: str) -> None:
         print(f"{r['image']:<16} {r['bicubic_psnr']:>12.2f} {r['bicubic_ssim']:>7.4f} {r['psnr']:>12.2f} {r['ssim']:>7.4f}")
 
 
-def run_dataset(upscaler: Upscaler, args: argparse.Namespace, weights: Path) -> None:
-    network = network_name(upscaler.model, args.color)
-    result = {"network": network, "weights": str(weights),
-              **evaluate_dataset(upscaler, args.dataset, args.scale, args.color, args.blur_sigma)}
-    print_table(result, network.upper().replace("_", " "))
+def run_dataset(network: Network, args: argparse.Namespace, weights: Path) -> None:
+    result = {"network": network.name, "weights": str(weights),
+              **evaluate_dataset(network.upscaler, args.dataset, args.scale, args.color, args.blur_sigma)}
+    print_table(result, network.name.upper().replace("_", " "))
     if args.json:
         make_folder(args.json.parent)
         write_text(args.json, json.dumps(finite_or_null(result), indent=1, allow_nan=False))
@@ -195,19 +306,43 @@ def check_output_size(source: str | Path, image: np.ndarray, args: argparse.Name
                          f"pixels; raise --max-pixels to accept it")
 
 
-def run_images(upscaler: Upscaler, args: argparse.Namespace) -> None:
+def read_input(path: Path, args: argparse.Namespace) -> np.ndarray:
+    image = load_image(path, args.max_pixels)
+    check_output_size(path, image, args)
+    return image
+
+
+AHEAD = 2  # images read, and outputs being written, beside the one the network works on
+
+
+def run_images(network: Network, args: argparse.Namespace) -> None:
+    """The bundled sample, an image, or a folder of images in a small pipeline: the next images are
+    decoded and the last outputs encoded in threads while the network runs (decoders, encoders and
+    ONNX Runtime release the GIL), with a progress bar for a folder."""
     if args.image_file is None:
         image = getattr(skimage_data, args.sample)()
         check_output_size(args.sample, image, args)
-        process_image(upscaler, image, args.sample, args)
+        outputs, line = restore(network, image, args.sample, args)
+        write_outputs(outputs)
+        print(line)
         return
     paths = list_images(args.image_file) if args.image_file.is_dir() else [args.image_file]
     if not paths:
         raise ImageError(f"{args.image_file}: no images found (png, jpg, bmp, tif)")
-    for path in paths:
-        image = load_image(path, args.max_pixels)
-        check_output_size(path, image, args)
-        process_image(upscaler, image, path.stem, args)
+    with ThreadPoolExecutor(max_workers=AHEAD) as pool:
+        reads = deque(pool.submit(read_input, path, args) for path in paths[:AHEAD])
+        writes: deque = deque()
+        for i, path in enumerate(tqdm(paths, unit="img", desc="upscale", disable=len(paths) == 1, file=sys.stderr)):
+            image = reads.popleft().result()
+            if i + AHEAD < len(paths):
+                reads.append(pool.submit(read_input, paths[i + AHEAD], args))
+            outputs, line = restore(network, image, path.stem, args)
+            while len(writes) >= AHEAD:  # bounded: a slow disk must not hold every output in memory
+                writes.popleft().result()
+            writes.append(pool.submit(write_outputs, outputs))
+            tqdm.write(line)
+        for write in writes:
+            write.result()
 
 
 def main() -> None:
@@ -222,24 +357,21 @@ def main() -> None:
     if args.max_pixels < 1:
         parser.error(f"--max-pixels must be 1 or more, not {args.max_pixels}")
     try:
-        device = choose_device(args.device)
-        model, meta, weights = load_weights(args)
-        args.color, trained_blur = weights_color(model, meta, weights), float(meta.get("blur_sigma", 0.0))
-        args.blur_sigma = trained_blur if args.blur_sigma is None else args.blur_sigma
+        weights = weights_path(args)
         folders = [target.parent for target in (args.json, args.export_onnx) if target] or \
             ([] if args.dataset else [args.output_dir])
         for folder in folders:  # written after the work: an unwritable folder stops it first
             check_writable(make_folder(folder))
         if args.export_onnx:
-            export_onnx(model, args.export_onnx)
-            print(f"wrote {args.export_onnx}: input 'input' ({'LR' if model.takes_lr else 'bicubic'} image, "
-                  f"{model.config()['channels']} channel(s), [0, 1]), output 'output'")
+            export_graph(args, weights)
             return
-        upscaler = Upscaler(model, args.inference_path, device)
+        network = graph_network(args, weights) or torch_network(args, weights)
+        args.color, trained_blur = check_network(network, weights, args), float(network.meta.get("blur_sigma", 0.0))
+        args.blur_sigma = trained_blur if args.blur_sigma is None else args.blur_sigma
         if not args.low_res:
             print(degradation(args, trained_blur))
-        run_dataset(upscaler, args, weights) if args.dataset else run_images(upscaler, args)
-    except (ImageError, WeightsError, ValueError, WriteError, InferenceError) as err:
+        run_dataset(network, args, weights) if args.dataset else run_images(network, args)
+    except (ImageError, WeightsError, ValueError, WriteError) as err:  # ValueError: GraphError, inference.InferenceError too
         raise SystemExit(f"error: {err}") from None
     except ModuleNotFoundError as err:  # --export-onnx and --inference-path onnxruntime need optional packages
         raise SystemExit(f"error: {err.name} is not installed (pip install -r requirements.txt)") from None

@@ -25,14 +25,13 @@ from tqdm import tqdm
 
 import cli
 import degradations
-from datasets import MIN_MEASURED_SIDE
 from degradations import Degradation
 from evaluate import Method, bicubic_method, evaluate_method, network_method
 from files import check_writable, make_folder, write_text
-from inference import INFERENCE_PATHS, Upscaler, choose_device
+from inference import Upscaler, choose_device
 from models import WeightsError, load_model
 from peers import PeerError, OpenCVPeer, graph_path
-from utils import ImageError, list_images, load_image, modcrop
+from utils import MIN_MEASURED_SIDE, ImageError, list_images, load_image, modcrop
 
 SETS = ("Set5", "Set14", "SunHays80/val")
 PEERS = {"opencv-fsrcnn": "fsrcnn", "opencv-espcn": "espcn", "opencv-fsrcnn-small": "fsrcnn-small"}
@@ -67,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder holding OpenCV's FSRCNN_x<s>.pb, FSRCNN-small_x<s>.pb and ESPCN_x<s>.pb")
     parser.add_argument("--weights-dir", type=Path, default=Path("weights"),
                         help="holds " + ", ".join(name.format("<s>") for name in NETWORKS.values()))
-    parser.add_argument("--inference-path", default="eager", choices=["auto", *INFERENCE_PATHS],
-                        help="how the networks run (eager: the same number on every run)")
+    cli.add_inference_path(parser, "eager", "how the networks run (eager: the same number on every run)")
     cli.add_device(parser)
     cli.add_output_dir(parser, Path("results"), "where robustness.json and robustness.md go")
     return parser

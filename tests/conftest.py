@@ -13,6 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"  # the project's machines and CI; a user's clone has data/ (README, 'Data')
 DATA = Path(os.environ.get("SRCNN_DATA") or (SHARED_DATA if SHARED_DATA.exists() else REPO / "data"))
+# the OpenCV graphs live beside the repo on the project's machines, as the data does (never in the repo)
+PEERS = Path(os.environ.get("SRCNN_PEERS") or REPO.parent / "shared" / "peers")
 sys.path.insert(0, str(REPO))
 
 
@@ -32,6 +34,15 @@ def need(path: Path) -> Path:
 @pytest.fixture
 def data() -> Path:
     return need(DATA)
+
+
+@pytest.fixture
+def peers() -> Path:
+    """The OpenCV dnn_superres graphs (../shared/peers/README.md), with OpenCV's contrib build to run them."""
+    pytest.importorskip("cv2.dnn_superres", reason="OpenCV's contrib build (dnn_superres) is not installed")
+    if not (PEERS / "ESPCN_x3.pb").exists():
+        pytest.skip(f"{PEERS} not found: the OpenCV peer graphs are not on this machine")
+    return PEERS
 
 
 def run(script: str, *args: object, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

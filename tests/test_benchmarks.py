@@ -1,7 +1,8 @@
 import json
+import statistics
 
 import pytest
-from conftest import REPO, need, run_module
+from conftest import REPO, assert_clean_error, need, run_module
 
 
 def test_color_table_measures_bicubic_like_the_published_protocol(data):
@@ -75,3 +76,37 @@ def test_run_history_scores_each_archived_run_in_order(data, tmp_path):
         assert row["Set5"] == pytest.approx(stored, abs=2e-3)
         assert 27.3 < row["Set14"] < 27.7
     assert table(rows).splitlines()[-1] == "| paper, 9-5-5 ImageNet | | 30.49 | 27.50 |"
+
+
+def test_end_to_end_times_every_command_and_its_ratio_follows_the_medians(peers, tmp_path):
+    """benchmarks/end_to_end.py on a 96x54 photo and a folder of two, one pair each: every command ran,
+    checked, and timed; each ratio is its median over the baseline's, each rate images over its median."""
+    output = tmp_path / "end_to_end.json"
+    out = run_module("benchmarks.end_to_end", "--pairs", 1, "--folder-pairs", 1, "--folder-size", 2, "--size", "96x54",
+                     "--peers", peers, "--work-dir", tmp_path / "work", "--output", output, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(output.read_text())
+    names = ["opencv-fsrcnn", "opencv-espcn", "test.py-fsrcnn", "test.py-srcnn"]
+    for mode, inputs in (("image", 1), ("folder", 2)):
+        results = report["results"][mode]
+        assert list(results) == names and list(report["commands"][mode]) == names
+        baseline = results["opencv-fsrcnn"]["median_wall_s"]
+        for name, runs in results.items():
+            assert len(runs["wall_s"]) == (3 if name == "opencv-fsrcnn" else 1)  # before each of the other three
+            assert min(runs["wall_s"]) > 0 and runs["warmup_wall_s"] > 0 and min(runs["peak_rss_mib"]) > 0
+            assert runs["median_wall_s"] == statistics.median(runs["wall_s"])
+            assert runs["ratio_to_baseline"] == pytest.approx(runs["median_wall_s"] / baseline)
+            assert runs["images_per_s"] == pytest.approx(inputs / runs["median_wall_s"])
+            assert runs["max_peak_rss_mib"] == max(runs["peak_rss_mib"])
+    assert "test.py" in report["commands"]["folder"]["test.py-srcnn"] and report["machine"]["cores"] >= 1
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "command" not in line]
+    assert len(rows) == 4 and rows[0].split(" | ")[2] == "1.00x"
+
+
+def test_end_to_end_errors_are_one_line_naming_the_command(peers, tmp_path):
+    missing = run_module("benchmarks.end_to_end", "--peers", tmp_path, "--output", tmp_path / "e.json")
+    assert_clean_error(missing, "FSRCNN_x3.pb")
+    failed = run_module("benchmarks.end_to_end", "--pairs", 1, "--folder-pairs", 0, "--size", "96x54", "--peers", peers,
+                        "--test-args=--tile -1", "--output", tmp_path / "e.json", timeout=120)
+    assert_clean_error(failed, "test.py-fsrcnn exited with 2", "--tile")
+    assert not (tmp_path / "e.json").exists()

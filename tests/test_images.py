@@ -140,13 +140,14 @@ def test_any_size_and_mode_gives_an_output_or_a_clear_error(tmp_path_factory, mo
     pixels = load_image(path)
     assert pixels.dtype == np.uint8 and pixels.shape[:2] == (height, width)
     assert pixels.ndim == 2 or pixels.shape[2] == 3
-    args = Namespace(scale=scale, low_res=lr, blur_sigma=0.0, output_dir=folder / "out", color="y", tile=0)
+    args = Namespace(scale=scale, low_res=lr, blur_sigma=0.0, output_dir=folder / "out", color="y", tile=0, compare=False)
+    network = test_script.Network(Upscaler(model, "eager"), {}, "srcnn", 1, None)
     too_small = not lr and min(height, width) // scale * scale < 2 * scale
     if too_small:
         with pytest.raises(ImageError, match="in: .* too small"):
-            test_script.process_image(Upscaler(model), pixels, "in", args)
+            test_script.restore(network, pixels, "in", args)
         return
-    test_script.process_image(Upscaler(model), pixels, "in", args)
+    test_script.write_outputs(test_script.restore(network, pixels, "in", args)[0])
     out = load_image(folder / "out" / f"in_srcnn_x{scale}.png")
     expected = (height * scale, width * scale) if lr else (height // scale * scale, width // scale * scale)
     assert out.shape[:2] == expected and out.ndim == pixels.ndim

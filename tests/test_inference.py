@@ -12,6 +12,7 @@ from conftest import REPO, run, textured_image
 from PIL import Image
 from skimage import data as skimage_data
 
+import tiles
 from inference import Upscaler, default_inference_path, export_onnx
 from models import SRCNN, build_model, load_model
 from utils import degrade, load_image, y_channel
@@ -154,8 +155,8 @@ def test_an_export_that_does_not_match_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SRCNN_CACHE", str(tmp_path))
     torch.manual_seed(0)
     model, other = build_model("9-5-5"), build_model("9-5-5")
-    monkeypatch.setattr(inference, "export_onnx", lambda _, path: export_onnx(other, path))  # an exporter gone wrong
-    with pytest.raises(inference.InferenceError, match="the exported ONNX graph does not match the network"):
+    monkeypatch.setattr(inference, "export_onnx", lambda _, path, record: export_onnx(other, path))  # an exporter gone wrong
+    with pytest.raises(inference.InferenceError, match="the exported ONNX graph .* does not match the network"):
         Upscaler(model, "onnxruntime")
 
 
@@ -170,13 +171,13 @@ def test_whole_image_runs_are_tiled_past_the_activation_budget(arch, monkeypatch
     whole = upscaler(x)
     assert upscaler.auto_tile(x.shape) == 0
     per_pixel = inference.activation_bytes_per_pixel(upscaler.model)
-    monkeypatch.setattr(inference, "ACTIVATION_BUDGET", 40 * 40 * per_pixel)
+    monkeypatch.setattr(tiles, "ACTIVATION_BUDGET", 40 * 40 * per_pixel)
     tile = upscaler.auto_tile(x.shape)
-    assert 0 < tile and (tile + 2 * model.halo) ** 2 * per_pixel <= inference.ACTIVATION_BUDGET
+    assert 0 < tile and (tile + 2 * model.halo) ** 2 * per_pixel <= tiles.ACTIVATION_BUDGET
     calls = []
     monkeypatch.setattr(upscaler, "run", lambda part: calls.append(part.shape) or model.super_resolve(part))
     torch.testing.assert_close(upscaler(x), whole, atol=1e-5, rtol=0)
-    assert len(calls) > 1 and all(h * w * per_pixel <= inference.ACTIVATION_BUDGET for *_, h, w in calls)
+    assert len(calls) > 1 and all(h * w * per_pixel <= tiles.ACTIVATION_BUDGET for *_, h, w in calls)
 
 
 def test_default_run_on_a_large_input_stays_within_the_activation_budget(tmp_path):
@@ -187,8 +188,8 @@ def test_default_run_on_a_large_input_stays_within_the_activation_budget(tmp_pat
     torch.manual_seed(0)
     torch.save({"model": SRCNN(3, 1, 3, n1=512, n2=32).state_dict(), "meta": {"scale": 3}}, tmp_path / "w.pth")
     Image.fromarray(textured_image(200, 200)).save(tmp_path / "lr.png")
-    measure = ("import resource, runpy, sys; sys.path.insert(0, sys.argv[1]); import inference; "
-               "inference.ACTIVATION_BUDGET = 64 << 20; peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+    measure = ("import resource, runpy, sys; sys.path.insert(0, sys.argv[1]); import tiles; "
+               "tiles.ACTIVATION_BUDGET = 64 << 20; peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
                "before = peak(); sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
                "print((peak() - before) // 1024)")
     result = subprocess.run([sys.executable, "-c", measure, str(REPO), str(REPO / "test.py"), "--image-file",

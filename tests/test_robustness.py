@@ -3,10 +3,8 @@ evaluate.py's one path, and benchmarks/robustness.py end to end on a tiny folder
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,18 +17,6 @@ from inference import Upscaler
 from models import load_model
 from peers import OpenCVPeer, PeerError
 from utils import load_image, psnr, upscale_bicubic, y_channel
-
-# the OpenCV graphs live beside the repo on the project's machines, as the data does (never in the repo)
-SHARED_PEERS = REPO.parent / "shared" / "peers"
-PEERS = Path(os.environ.get("SRCNN_PEERS") or SHARED_PEERS)
-
-
-@pytest.fixture
-def peers() -> Path:
-    pytest.importorskip("cv2.dnn_superres", reason="OpenCV's contrib build (dnn_superres) is not installed")
-    if not (PEERS / "ESPCN_x3.pb").exists():
-        pytest.skip(f"{PEERS} not found: the OpenCV peer graphs are not on this machine")
-    return PEERS
 
 
 @pytest.mark.parametrize("name, scale, graph", [("fsrcnn", 3, "FSRCNN_x3.pb"), ("espcn", 2, "ESPCN_x2.pb"),

@@ -59,6 +59,11 @@ def test_lr_input_is_only_upscaled(tmp_path, weights):
     assert result.returncode == 0, result.stderr
     assert "PSNR" not in result.stdout and "trained for x3" in result.stderr
     assert load_image(tmp_path / "small_srcnn_x2.png").shape == (60, 80)  # grayscale stays grayscale
+    assert sorted(p.name for p in tmp_path.glob("small_*")) == ["small_srcnn_x2.png"]  # the result only, unless asked
+    result = run("test.py", "--image-file", tmp_path / "small.png", "--low-res", "--scale", 2, "--weights-file", weights,
+                 "--output-dir", tmp_path, "--compare")
+    assert result.returncode == 0, result.stderr
+    assert load_image(tmp_path / "small_bicubic_x2.png").shape == (60, 80)
     assert load_image(tmp_path / "small_srcnn_x2_comparison.png").shape == (comparison.HEADER + 2 * 60 + 4, 2 * 80 + 4, 3)
 
 
@@ -70,6 +75,8 @@ def test_folder_of_images(tmp_path, weights):
     result = run("test.py", "--image-file", folder, "--weights-file", weights, "--output-dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").glob("*_srcnn_x3.png")) == ["im0_srcnn_x3.png", "im1_srcnn_x3.png"]
+    assert "upscale: 100%" in result.stderr and "2/2" in result.stderr  # the folder's progress bar
+    assert [line.split(" x3:")[0] for line in result.stdout.splitlines() if " x3:" in line] == ["im0", "im1"]  # in order
 
 
 def test_dataset_table_and_json(data, tmp_path, weights):

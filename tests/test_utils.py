@@ -6,10 +6,13 @@ import math
 import numpy as np
 import pytest
 from conftest import need
+from skimage import data as skimage_data
 from skimage.metrics import structural_similarity
 
-from utils import (STRIP_ROWS, degrade, gaussian_blur, imresize, load_image, modcrop, psnr, rgb2ycbcr, shave, ssim,
-                   to_uint8, upscale_bicubic, y_channel, ycbcr2rgb)
+import utils
+from utils import (STRIP_ROWS, _kernel, _resize, _rounded_sum, _upscale, degrade, gaussian_blur, imresize, load_image,
+                   modcrop, psnr, rgb2ycbcr, round_half_away, shave, ssim, to_uint8, upscale_bicubic, with_y, y_channel,
+                   ycbcr2rgb)
 
 SETS = [(name, scale) for name in ("Set5", "Set14") for scale in (2, 3, 4)]
 
@@ -69,6 +72,75 @@ def test_imresize_upscale_interpolates_a_ramp_exactly():
     # interior samples of a linear ramp sit at (x + 0.5) / 2 - 0.5 in input coordinates; cubic is exact on lines
     expected = (np.arange(80) + 0.5) / 2 - 0.5
     np.testing.assert_allclose(up[4, 8:-8], expected[8:-8], atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", range(1, 9))
+def test_integer_upscale_taps_are_polyphase(scale):
+    """What the fast upscale builds on: output i * scale + r reads from i + the same offsets for every i, at
+    each position a 100,000-pixel side reaches (before clamping, the indices do not depend on the side)."""
+    side = 100_000
+    _, indices = _kernel(side * scale, scale)
+    for r in range(scale):
+        np.testing.assert_array_equal(indices[r::scale] - np.arange(side)[:, None],
+                                      np.broadcast_to(indices[r], (side, indices.shape[1])), err_msg=f"phase {r}")
+
+
+def test_fast_rounding_is_to_uint8s():
+    """The fast upscale and to_uint8 round floor(x + 0.5) clipped to 0..255: MATLAB's halves away from zero at
+    every half, the largest double below one half and the negatives included."""
+    halves = np.arange(-3, 257) + 0.5
+    edges = np.array([-1e300, -300, -0.51, -0.49, -0.0, 0.0, 0.49999999999999994, 127.49999999999999,
+                      254.49999999999997, 255.49999999999997, 256, 1e300])
+    values = np.concatenate([halves, edges, np.random.default_rng(0).uniform(-50, 300, 10_000)])
+    acc, tmp = np.empty_like(values), np.empty_like(values)
+    rounded = _rounded_sum([(values, np.ones_like(values))], acc, tmp).astype(np.uint8)
+    matlab = np.clip(round_half_away(values), 0, 255).astype(np.uint8)  # the definition both shortcuts must meet
+    np.testing.assert_array_equal(rounded, matlab)
+    np.testing.assert_array_equal(to_uint8(values), matlab)
+    assert rounded[halves.tolist().index(2.5)] == 3 and rounded[halves.tolist().index(-0.5)] == 0  # not NumPy's 2
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 6])
+@pytest.mark.parametrize("channels", [0, 3])
+def test_fast_upscale_is_the_generic_path_bit_for_bit(scale, channels):
+    """Uint8 noise, gray and RGB, of odd sizes down to 1 pixel a side: what the fast path makes is, to the bit,
+    what imresize's generic path makes. Noise overshoots past 0 and 255 everywhere; x2 and x4, whose weights
+    are exact binary fractions, land on .5 exactly; at x6 sums that would be .5 in exact arithmetic round by
+    their last bit, so there one weight per phase instead of _kernel's own, or another order of the sum,
+    changes some values."""
+    rng = np.random.default_rng(scale + channels)
+    for h, w in [(1, 1), (1, 2), (2, 1), (2, 2), (1, 9), (7, 1), (3, 5), (13, 2), (31, 17), (64, 33)]:
+        image = rng.integers(0, 256, (h, w, channels) if channels else (h, w), dtype=np.uint8)
+        expected = _resize(image, scale)
+        assert expected.shape == (h * scale, w * scale) + image.shape[2:] and expected.dtype == np.uint8
+        np.testing.assert_array_equal(_upscale(image, scale), expected, err_msg=f"{h}x{w}")
+        np.testing.assert_array_equal(upscale_bicubic(image, scale), expected, err_msg=f"{h}x{w}")
+
+
+@pytest.mark.parametrize("name", ["Set5", "Set14"])
+def test_fast_upscale_is_the_generic_path_on_benchmark_images(data, name):
+    """Photos, not noise: every LR file upscaled at its own scale, and every HR image (Set14 has a gray one) at x2."""
+    images = [(lr, scale) for scale in (2, 3, 4) for _, lr in pairs(data, name, scale)]
+    images += [(hr, 2) for hr, _ in pairs(data, name, 2)]
+    assert len(images) == {"Set5": 5, "Set14": 14}[name] * 4
+    for image, scale in images:
+        np.testing.assert_array_equal(upscale_bicubic(image, scale), _resize(image, scale))
+
+
+def test_imresize_takes_the_fast_path_for_whole_upscales_of_uint8_only(monkeypatch):
+    """uint8 images enlarged by a whole factor skip the generic path; shrinking, fractional factors, floats and
+    empty images still take it."""
+    generic, scales = _resize, []
+    monkeypatch.setattr(utils, "_resize", lambda image, scale: scales.append(scale) or generic(image, scale))
+    rgb = np.random.default_rng(5).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    gray = rgb[..., 0]  # 2-D: the generic path records each call once, not once more per channel
+    upscale_bicubic(rgb, 3)
+    for image, scale in [(rgb, 2), (rgb, 4.0), (gray, 2), (gray, 1)]:
+        imresize(image, scale)
+    assert scales == []
+    for image, scale in [(gray, 1 / 3), (gray, 1.5), (gray.astype(float), 2), (gray[:0], 3)]:
+        imresize(image, scale)
+    assert scales == [1 / 3, 1.5, 2, 3]
 
 
 # MATLAB R2019b: rgb2ycbcr(uint8(reshape(rgb, 1, 1, 3))), uint8 in, uint8 out
@@ -206,3 +278,16 @@ def test_ssim_of_an_image_taller_than_a_strip_equals_the_whole_image_computation
     expected = structural_similarity(hr[4:-4, 4:-4], sr[4:-4, 4:-4], data_range=255, gaussian_weights=True, sigma=1.5,
                                      use_sample_covariance=False)
     assert ssim(hr, sr, 4) == pytest.approx(expected, rel=1e-12)
+
+
+def test_with_y_is_the_ycbcr_round_trip_within_a_level():
+    """with_y's shortcut (rgb + (y - Y) * 255/219) against the way it replaces: rgb2ycbcr, Y swapped,
+    ycbcr2rgb, rounded; on a real photo with a restored-looking Y (the photo's own Y, shifted)."""
+    rgb = skimage_data.astronaut()
+    y = np.clip(y_channel(rgb) + np.random.default_rng(0).integers(-20, 21, rgb.shape[:2]), 16, 235)
+    ycbcr = rgb2ycbcr(rgb)
+    ycbcr[..., 0] = y
+    expected = to_uint8(ycbcr2rgb(ycbcr)).astype(int)
+    got = with_y(rgb, y).astype(int)
+    assert np.abs(got - expected).max() <= 1 and (got != expected).mean() < 1e-4
+    np.testing.assert_array_equal(with_y(rgb, rgb2ycbcr(rgb)[..., 0]), rgb)  # its own Y: the same image back

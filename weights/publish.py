@@ -1,6 +1,7 @@
 """Turn a training checkpoint into shipped weights: the model state plus metadata with its protocol
-PSNR/SSIM on the benchmark sets, its entry in weights/manifest.json (with the file's sha256), and the
-model card's table regenerated from the manifest. Given a shipped file, it keeps that file's training
+PSNR/SSIM on the benchmark sets, its ONNX graph beside it (weights/<name>.onnx, what test.py runs without
+PyTorch), its entry in weights/manifest.json (with both files' sha256), and the model card's table
+regenerated from the manifest. Given a shipped file, it keeps that file's training
 record and scores it again (after a change to the protocol's code).
 
     python -m weights.publish runs/srcnn_x3/best.pth --scale 3 --data data
@@ -17,7 +18,7 @@ import cli
 from evaluate import evaluate_dataset
 from files import atomic_write
 from hub import WEIGHTS_DIR, file_sha256, read_manifest, write_card, write_manifest
-from inference import Upscaler
+from inference import Upscaler, write_graph_beside
 from models import WeightsError, load_model, network_name
 
 PROTOCOL = "Y (MATLAB rgb2ycbcr), shave = scale, range 255"
@@ -62,11 +63,12 @@ def main() -> None:
     manifest = read_manifest()
     keys = ("model", "arch", "scale", "color", "blur_sigma", "degradation", "padding", "channels", "benchmarks",
             "training_data", "history", "epochs", "steps")
-    manifest[out.name] = {**{k: info[k] for k in keys if info.get(k) is not None}, "sha256": file_sha256(out)}
+    manifest[out.name] = {**{k: info[k] for k in keys if info.get(k) is not None}, "sha256": file_sha256(out),
+                          "graph_sha256": file_sha256(write_graph_beside(out))}  # test.py runs it without PyTorch
     write_manifest(manifest)
     write_card(WEIGHTS_DIR / "README.md", manifest)
     print(f"wrote {out}: Set5 {scores['Set5']['psnr']:.2f} dB, Set14 {scores['Set14']['psnr']:.2f} dB; "
-          f"weights/manifest.json and the model card updated")
+          f"its ONNX graph, weights/manifest.json and the model card updated")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,125 @@
+"""The ONNX graph path: a shipped file's graph beside it is what a CPU run takes without importing PyTorch,
+with the same output as PyTorch; graphs that do not belong to their weights, or do not compute what
+they record, are not used; auto's choice follows the measured rates, PyTorch's import included."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, need, textured_image
+from PIL import Image
+
+import path_choice
+from evaluate import evaluate_dataset
+from graphs import GraphError, open_graph, ready_graph
+from hub import file_sha256, read_manifest
+from utils import load_image, rgb2ycbcr, to_uint8, upscale_bicubic, y_channel, ycbcr2rgb
+
+SHIPPED = ["srcnn_x3.pth", "fsrcnn_x3.pth", "srcnn_real_x3.pth"]
+
+
+def imports_torch(*args: object) -> tuple[subprocess.CompletedProcess, bool]:
+    """Run test.py with -X importtime; (the result, whether PyTorch was imported)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "test.py"), *map(str, args)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    return result, bool(re.search(r"\|\s+torch$", result.stderr, re.MULTILINE))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_file_has_its_checked_graph_beside_it(name):
+    weights = REPO / "weights" / name
+    graph = ready_graph(weights)
+    assert graph is not None and graph.path == weights.with_suffix(".onnx")
+    assert graph.record["weights_sha256"] == file_sha256(weights) == read_manifest()[name]["sha256"]
+    assert read_manifest()[name]["graph_sha256"] == file_sha256(graph.path)
+
+
+def test_a_cpu_run_on_a_shipped_graph_skips_pytorch_and_gives_pytorchs_output(tmp_path):
+    Image.fromarray(textured_image(40, 56)).save(tmp_path / "lr.png")
+    common = ["--image-file", tmp_path / "lr.png", "--low-res", "--scale", 3, "--weights-file", "weights/fsrcnn_x3.pth"]
+    result, torch_imported = imports_torch(*common, "--inference-path", "onnxruntime", "--device", "cpu",
+                                           "--output-dir", tmp_path / "graph")
+    assert result.returncode == 0, result.stderr
+    assert not torch_imported
+    result, torch_imported = imports_torch(*common, "--inference-path", "eager", "--output-dir", tmp_path / "eager")
+    assert result.returncode == 0 and torch_imported
+    graph, eager = (load_image(tmp_path / out / "lr_fsrcnn_x3.png").astype(int) for out in ("graph", "eager"))
+    assert graph.shape == (120, 168, 3) and np.abs(graph - eager).max() <= 1
+    assert np.abs(graph - before_the_lean_path(tmp_path / "lr.png")).max() <= 1
+
+
+def before_the_lean_path(path) -> np.ndarray:
+    """test.py's output as it was computed before the graph path: eager PyTorch on Y, then the YCbCr round
+    trip in float64 (rgb2ycbcr of the bicubic image, Y replaced, ycbcr2rgb, rounded)."""
+    import torch
+    from models import load_model
+    lr = load_image(path)
+    model = load_model(REPO / "weights" / "fsrcnn_x3.pth")[0]
+    with torch.no_grad():
+        y = model.super_resolve(torch.from_numpy(y_channel(lr) / 255).float()[None, None]).clamp(0, 1)[0, 0].numpy()
+    ycbcr = rgb2ycbcr(upscale_bicubic(lr, 3))
+    ycbcr[..., 0] = to_uint8(y.astype(np.float64) * 255)
+    return to_uint8(ycbcr2rgb(ycbcr)).astype(int)
+
+
+@pytest.mark.parametrize("name", sorted(read_manifest()))
+def test_every_shipped_graph_scores_what_the_manifest_says(data, name):
+    """What test.py now runs the shipped files on gives their published Set5 PSNR (under their blur)."""
+    entry = read_manifest()[name]
+    scale, graph = entry["scale"], ready_graph(REPO / "weights" / name)
+    mean = evaluate_dataset(graph, need(data / "Set5" / f"x{scale}"), scale, entry.get("color", "y"),
+                            entry.get("blur_sigma", 0.0))["mean"]
+    assert mean["psnr"] == pytest.approx(entry["benchmarks"]["Set5"]["psnr"], abs=0.01)
+
+
+@pytest.mark.parametrize("fault", ["other weights", "garbage", "wrong output"])
+def test_a_graph_that_is_not_its_weights_is_reported_and_not_used(tmp_path, capsys, fault):
+    weights = tmp_path / "srcnn_x3.pth"
+    shutil.copy(REPO / "weights" / "srcnn_x3.pth", weights)
+    graph = weights.with_suffix(".onnx")
+    if fault == "other weights":
+        shutil.copy(REPO / "weights" / "srcnn_x2.onnx", graph)
+    elif fault == "garbage":
+        graph.write_bytes(b"\x08\x07garbage" * 100)
+    else:
+        shutil.copy(REPO / "weights" / "srcnn_x3.onnx", graph)
+    if fault == "wrong output":  # the right weights' record, but the graph computes something else
+        with pytest.raises(GraphError, match="does not match the network"):
+            open_graph(graph, file_sha256(weights), np.zeros((1, 1, 32, 32), np.float32))
+        return
+    assert ready_graph(weights) is None
+    assert f"warning: {graph}" in capsys.readouterr().err
+
+
+def test_auto_weighs_pytorchs_import_against_the_time_it_saves(tmp_path, monkeypatch):
+    entry = {"rates": {"channels_last": 40.0, "onnxruntime": 10.0}, "torch_import_s": 1.5}
+    assert path_choice.fastest(entry) == "channels_last"
+    assert path_choice.graph_pays(entry, 2_000_000)  # one 1080p frame: 0.2 s on the graph, 0.05 + 1.5 s with PyTorch
+    assert not path_choice.graph_pays(entry, 200_000_000)  # a big folder: the faster path pays for its import
+    assert not path_choice.graph_pays({"rates": {"channels_last": 1.0}, "torch_import_s": 1.0}, 10)
+
+
+def test_auto_follows_the_cached_measurement(tmp_path, monkeypatch):
+    """With rates that favour channels_last by far, a small run still takes the graph (PyTorch's import
+    costs more than it saves) and a --dataset run takes PyTorch; a first run measures and caches."""
+    monkeypatch.setenv("SRCNN_CACHE", str(tmp_path / "cache"))
+    Image.fromarray(textured_image(30, 30)).save(tmp_path / "lr.png")
+    args = ["--image-file", tmp_path / "lr.png", "--low-res", "--weights-file", "weights/fsrcnn_x3.pth",
+            "--output-dir", tmp_path / "out", "--device", "cpu"]
+    result, torch_imported = imports_torch(*args)  # first use: measured, PyTorch imported to measure it
+    assert result.returncode == 0, result.stderr
+    assert torch_imported
+    cache = json.loads((tmp_path / "cache" / "inference_paths.json").read_text())
+    [(key, entry)] = cache.items()
+    assert json.loads(key)["network"]["model"] == "fsrcnn" and set(entry["rates"]) == set(path_choice.CPU_PATHS)
+    cache[key] = {"rates": {"channels_last": 1000.0, "onnxruntime": 1.0}, "torch_import_s": 1.0}
+    (tmp_path / "cache" / "inference_paths.json").write_text(json.dumps(cache))
+    result, torch_imported = imports_torch(*args)
+    assert result.returncode == 0 and not torch_imported  # 8,100 output pixels: 8 ms on the graph
+    cache[key]["torch_import_s"] = 0.0
+    (tmp_path / "cache" / "inference_paths.json").write_text(json.dumps(cache))
+    result, torch_imported = imports_torch(*args)
+    assert result.returncode == 0 and torch_imported  # now PyTorch's path finishes first
