@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +25,8 @@ from utils import from_color, protocol_y, psnr, ssim, to_color, to_uint8, upscal
 if TYPE_CHECKING:  # PyTorch is imported only where needed: a plain upscale on an ONNX graph never imports it
     from graphs import GraphUpscaler
     from inference import Upscaler
+
+    Network = Upscaler | GraphUpscaler  # what runs a network: takes_lr, run_array
 
 PAPER_RESULTS = Path(__file__).resolve().parent / "paper_results.json"
 
@@ -41,7 +42,7 @@ def paper_psnr(model: str, dataset: str, scale: int) -> float | None:
     return paper_results().get(model, {}).get(dataset, {}).get(str(scale), {}).get("psnr")
 
 
-def upscale(upscaler: Upscaler | GraphUpscaler, lr: np.ndarray, bicubic: np.ndarray, color: str,
+def upscale(upscaler: Network, lr: np.ndarray, bicubic: np.ndarray, color: str,
             tile: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Run the network on a uint8 image; returns (uint8 output image, the Y it is measured on).
 
@@ -99,13 +100,13 @@ def bicubic_method(scale: int) -> Method:
     return lambda lr: upscale_bicubic(lr, scale)
 
 
-def network_method(upscaler: Upscaler, scale: int, color: str = "y", tile: int = 0) -> Method:
+def network_method(upscaler: Network, scale: int, color: str = "y", tile: int = 0) -> Method:
     """A network as a Method: `upscale` of the LR image (SRCNN reads its MATLAB-bicubic upscale), giving
     the Y it is measured on, so evaluate_method scores it exactly as evaluate_pairs does."""
     return lambda lr: upscale(upscaler, lr, upscale_bicubic(lr, scale), color, tile)[1]
 
 
-def score_pair(upscaler: Upscaler, hr: np.ndarray, lr: np.ndarray, scale: int, color: str = "y",
+def score_pair(upscaler: Network, hr: np.ndarray, lr: np.ndarray, scale: int, color: str = "y",
                with_ms_ssim: bool = False) -> dict[str, float]:
     """Bicubic's and the network's PSNR/SSIM on one HR image and its LR image (and their MS-SSIM if asked)."""
     bicubic = upscale_bicubic(lr, scale)
@@ -127,7 +128,7 @@ def _table(score: Callable[[np.ndarray, np.ndarray], dict[str, float]], pairs: I
     return {"scale": scale, "images": rows, "mean": mean}
 
 
-def evaluate_pairs(upscaler: Upscaler, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], scale: int,
+def evaluate_pairs(upscaler: Network, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], scale: int,
                    color: str = "y", with_ms_ssim: bool = False, progress: str | None = None) -> dict:
     """Per-image rows and their means for (name, hr, lr) pairs, the network's scores beside bicubic's
     (bicubic_psnr, ...); `progress` names a tqdm bar if given."""
@@ -141,7 +142,7 @@ def evaluate_method(method: Method, pairs: Iterable[tuple[str, np.ndarray, np.nd
     return _table(lambda hr, lr: score_output(hr, method(lr), scale, with_ms_ssim), pairs, scale, progress)
 
 
-def evaluate_dataset(upscaler: Upscaler, source: Path, scale: int, color: str = "y", blur_sigma: float = 0.0) -> dict:
+def evaluate_dataset(upscaler: Network, source: Path, scale: int, color: str = "y", blur_sigma: float = 0.0) -> dict:
     """evaluate_pairs on what train.py validates on: a benchmark folder (*_HR/*_LR pairs), a folder of HR
     images (degraded with `blur_sigma` and MATLAB bicubic, as preprocess.py does) or a preprocess.py
     --eval file."""

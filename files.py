@@ -14,6 +14,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def atomic_write(path: str | Path, keep_previous: bool = False) -> Iterator[Path
     previous-<name>); when the block or the write fails, the temporary file is removed, and an OSError
     or a writer's RuntimeError becomes a WriteError naming `path`."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # unique per process and thread
     try:
         yield tmp
         fsync_path(tmp)

@@ -37,9 +37,17 @@ def encode_output(output: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(output, np.float32).tobytes()).decode()
 
 
-def cached_graph_path(weights_sha256: str) -> Path:
-    """Where test.py keeps the graph it exported for weights without one beside them."""
-    return cache_folder() / "onnx" / f"weights-{weights_sha256[:16]}.onnx"
+def cached_graph_path(weights_sha256: str, scale: int) -> Path:
+    """Where test.py keeps the graph it exported for weights without one beside them; by scale too, since
+    FSRCNN weights that do not record theirs are built for the --scale asked for."""
+    return cache_folder() / "onnx" / f"weights-{weights_sha256[:16]}-x{scale}.onnx"
+
+
+def installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (hidden on purpose)
+        return False
 
 
 class GraphError(ValueError):
@@ -51,8 +59,6 @@ class GraphUpscaler:
     super_resolve on an N x C x H x W float32 array in [0, 1], whole or in tiles. `record` holds what
     the graph was exported from: network (its name), takes_lr, scale, halo, channels, bytes_per_pixel,
     the weights' meta (colour, blur) and their file's sha256."""
-
-    path_name = "onnxruntime"
 
     def __init__(self, path: Path, session: object, record: dict) -> None:
         self.path, self.session, self.record = path, session, record
@@ -81,32 +87,39 @@ def open_graph(path: Path, weights_sha256: str | None = None, expected: np.ndarr
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         record = json.loads(session.get_modelmeta().custom_metadata_map[RECORD_KEY])
-    except KeyError:
-        raise GraphError(f"{path}: an ONNX graph without this project's record (export it with test.py "
-                         f"--export-onnx)") from None
+        graph = GraphUpscaler(path, session, record)
+        expected = np.frombuffer(base64.b64decode(record["example_output"]), np.float32) if expected is None \
+            else expected.ravel()
+        got = graph.run(example_input(record["channels"], record["halo"])).ravel()
+    except KeyError as err:
+        raise GraphError(f"{path}: an ONNX graph without this project's record ({err} missing; export it with "
+                         f"test.py --export-onnx)") from None
     except Exception as err:  # onnxruntime raises its own types for unreadable or invalid graphs
-        raise GraphError(f"{path}: not a loadable ONNX graph ({first_line(err)})") from None
+        raise GraphError(f"{path}: not a loadable ONNX graph of this project ({first_line(err)})") from None
     if weights_sha256 and record.get("weights_sha256") != weights_sha256:
-        raise GraphError(f"{path}: exported from other weights than the file beside it")
-    graph = GraphUpscaler(path, session, record)
-    expected = np.frombuffer(base64.b64decode(record["example_output"]), np.float32) if expected is None else expected.ravel()
-    got = graph.run(example_input(record["channels"], record["halo"])).ravel()
+        recorded = record.get("weights_sha256")
+        raise GraphError(f"{path}: " + ("records no weights file (exported with --padding)" if recorded is None
+                                        else f"exported from other weights (sha256 {recorded[:12]}...) than those beside it"))
     difference = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
     if not difference <= TOLERANCE:
         raise GraphError(f"{path}: does not match the network (off by {difference:.2g})")
     return graph
 
 
-def ready_graph(weights: Path) -> GraphUpscaler | None:
-    """The checked graph of a weights file, beside it or in the cache, or None when there is none yet.
-    A graph beside the weights that fails its checks is reported on stderr and not used."""
-    if importlib.util.find_spec("onnxruntime") is None:
+def ready_graph(weights: Path, scale: int) -> GraphUpscaler | None:
+    """The checked graph of a weights file for `scale`, beside it or in the cache, or None when there is
+    none yet. A graph beside the weights that fails its checks is reported on stderr and not used; one
+    built for another scale from FSRCNN weights that do not record theirs is passed over."""
+    if not installed("onnxruntime"):
         return None
     sha256 = file_sha256(weights)
-    for path in (weights.with_suffix(".onnx"), cached_graph_path(sha256)):
+    for path in (weights.with_suffix(".onnx"), cached_graph_path(sha256, scale)):
         if path.is_file():
             try:
-                return open_graph(path, sha256)
+                graph = open_graph(path, sha256)
             except GraphError as err:
                 print(f"warning: {err}; not used", file=sys.stderr)
+                continue
+            if not (graph.takes_lr and "scale" not in graph.record["meta"] and graph.record["scale"] != scale):
+                return graph
     return None

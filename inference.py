@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import importlib.util
 import logging
 import statistics
 import subprocess
@@ -24,14 +23,13 @@ from torch import nn
 
 from cli import INFERENCE_PATHS
 from files import atomic_write, make_folder
-from graphs import RECORD_KEY, GraphError, GraphUpscaler, encode_output, example_input, open_graph
+from graphs import RECORD_KEY, GraphError, GraphUpscaler, encode_output, example_input, installed, open_graph
 from hub import cache_folder, file_sha256
 from models import FSRCNN, SRCNN, load_model, network_name
 from path_choice import MEASURE_SIDE, cached_rates, fastest, measure, store_rates
 from tiles import auto_tile, run_tiled
 
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}  # tensor layouts
-
 
 
 def default_inference_path(device: torch.device, model: SRCNN | FSRCNN | None = None) -> str:
@@ -41,7 +39,7 @@ def default_inference_path(device: torch.device, model: SRCNN | FSRCNN | None = 
     ONNX Runtime when no network is given."""
     if device.type == "cuda":
         return "fp16"
-    if not all(_installed(name) for name in ("onnxruntime", "onnxscript")):
+    if not all(installed(name) for name in ("onnxruntime", "onnxscript")):
         return "channels_last"
     if model is None:
         return "onnxruntime"
@@ -55,15 +53,8 @@ def measure_cpu_paths(model: SRCNN | FSRCNN, graph: GraphUpscaler | None = None)
     side = MEASURE_SIDE // (model.scale if model.takes_lr else 1)
     rates = measure(runners, model.config()["channels"], side)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
     return store_rates(model.config(), rates, time.perf_counter() - start)
-
-
-def _installed(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (hidden on purpose)
-        return False
 
 
 class InferenceError(ValueError):

@@ -19,12 +19,11 @@ import json
 import math
 import sys
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 from skimage import data as skimage_data
 from tqdm import tqdm
 
@@ -35,8 +34,8 @@ from files import WriteError, check_writable, make_folder, write_text
 from graphs import GraphUpscaler, cached_graph_path, ready_graph
 from hub import WEIGHTS_DIR, download_weights, file_sha256
 from path_choice import cached_rates, fastest, graph_pays
-from utils import (COLORS, MAX_PIXELS, MIN_MEASURED_SIDE, ImageError, WeightsError, degrade, list_images, load_image,
-                   modcrop, save_image, upscale_bicubic, y_channel)
+from utils import (COLORS, MAX_PIXELS, MIN_MEASURED_SIDE, ImageError, WeightsError, degrade, image_size, list_images,
+                   load_image, modcrop, save_image, upscale_bicubic, y_channel)
 
 # PyTorch (models.py, inference.py) is imported inside the functions that need it: it takes 1-2 s to
 # import, longer than FSRCNN takes to upscale a photo, and a run on a ready ONNX graph never needs it.
@@ -70,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help="refuse larger images and larger outputs (decompression bombs; --low-res output is "
                              "scale^2 times its input)")
-    cli.add_inference_path(parser, "auto", "how the network runs (auto: the fastest one that matches eager fp32 "
-                           "within 1/255 on this device: onnxruntime on CPUs, on the weights' ready ONNX graph without "
-                           "importing PyTorch; channels_last without onnxruntime; fp16 autocast on CUDA)")
+    cli.add_inference_path(parser, "auto", "how the network runs (auto: fp16 autocast on CUDA; on a CPU the "
+                           "faster of channels_last and onnxruntime for this network, measured on first use and "
+                           "cached, onnxruntime on the weights' ONNX graph without importing PyTorch)")
     parser.add_argument("--tile", type=int, default=0,
                         help="run the network on TILE x TILE input pieces (same output, bounded memory); 0: the "
                              "whole image, in tiles once its activations would pass a fixed budget "
@@ -121,31 +120,32 @@ def weights_path(args: argparse.Namespace) -> Path:
 
 
 def cuda_driver_present() -> bool:
-    """Whether PyTorch could see a GPU, without importing it: on Linux a CUDA GPU needs NVIDIA's driver
-    (/proc/driver/nvidia), macOS has none; elsewhere only PyTorch can tell."""
+    """Whether PyTorch could see a GPU, without importing it: on Linux a GPU needs NVIDIA's driver
+    (/proc/driver/nvidia), AMD's (/dev/kfd, ROCm builds call it cuda) or WSL2's (/dev/dxg); macOS has
+    none; elsewhere only PyTorch can tell."""
     if sys.platform.startswith("linux"):
-        return Path("/proc/driver/nvidia").exists()
+        return any(Path(p).exists() for p in ("/proc/driver/nvidia", "/dev/kfd", "/dev/dxg"))
     return sys.platform != "darwin"
 
 
-def graph_network(args: argparse.Namespace, weights: Path) -> Network | None:
-    """The weights' ready ONNX graph (graphs.ready_graph) when this run may do without PyTorch: ONNX
-    Runtime on the CPU (asked for, or auto's pick where there is no GPU and the cached measurement says
-    the graph finishes this run first, PyTorch's import included), the weights as stored."""
+def graph_network(args: argparse.Namespace, weights: Path) -> tuple[Network | None, GraphUpscaler | None]:
+    """(the network on the weights' ready ONNX graph, the graph) when this run may do without PyTorch:
+    ONNX Runtime on the CPU (asked for, or auto's pick where there is no GPU and the cached measurement
+    says the graph finishes this run first, PyTorch's import included), the weights as stored; else
+    (None, the graph if there is one, for torch_network)."""
     on_cpu = args.device == "cpu" or (args.device == "auto" and not cuda_driver_present())
     if not (on_cpu and args.inference_path in ("auto", "onnxruntime") and args.padding is None and weights.is_file()):
-        return None
-    graph = ready_graph(weights)
-    if graph is None:
-        return None
-    if args.inference_path == "auto":
-        entry = cached_rates(graph.record["config"])
-        if entry is None:  # not measured on this machine yet: torch_network measures it
-            return None
-        # a --dataset imports PyTorch anyway (datasets.py), so only the rates count there
-        if fastest(entry) != "onnxruntime" and (args.dataset or not graph_pays(entry, output_pixels(args))):
-            return None
-    return network_of_graph(graph)
+        return None, None
+    graph = ready_graph(weights, args.scale)
+    if graph is None or args.inference_path == "onnxruntime":
+        return (graph and network_of_graph(graph)), graph
+    entry = cached_rates(graph.record["config"])
+    if entry is None:  # not measured on this machine yet: torch_network measures it
+        return None, graph
+    # a --dataset imports PyTorch anyway (datasets.py), so only the rates count there
+    if fastest(entry) == "onnxruntime" or (not args.dataset and graph_pays(entry, output_pixels(args))):
+        return network_of_graph(graph), graph
+    return None, graph
 
 
 def network_of_graph(graph: GraphUpscaler) -> Network:
@@ -159,30 +159,30 @@ def output_pixels(args: argparse.Namespace) -> int:
     grow = args.scale ** 2 if args.low_res else 1
     if args.image_file is None:
         return math.prod(getattr(skimage_data, args.sample)().shape[:2]) * grow
-    paths = list_images(args.image_file) if args.image_file.is_dir() else [args.image_file]
-    total = 0
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                total += image.width * image.height * grow
-        except (OSError, SyntaxError, ValueError):  # unreadable: load_image names it when its turn comes
-            pass
-    return total
+    sizes = [image_size(path) for path in input_paths(args)]  # an unreadable one is named when its turn comes
+    return sum(width * height for width, height in filter(None, sizes)) * grow
 
 
-def torch_network(args: argparse.Namespace, weights: Path) -> Network:
+def input_paths(args: argparse.Namespace) -> list[Path]:
+    return list_images(args.image_file) if args.image_file.is_dir() else [args.image_file]
+
+
+def torch_network(args: argparse.Namespace, weights: Path, graph: GraphUpscaler | None) -> Network:
     """The weights loaded by PyTorch, on the path asked for or auto's (measured on first use on this
-    machine, path_choice.py). A CPU run that may take ONNX Runtime exports the graph into the cache first
-    (a few seconds, once), so that later runs on these weights can skip PyTorch."""
+    machine, path_choice.py) between channels_last and ONNX Runtime on `graph`. Without a ready graph, a
+    CPU run that may take ONNX Runtime exports one into the cache first (a few seconds, once), so that
+    later runs on these weights can skip PyTorch."""
     from inference import Upscaler, choose_device, default_inference_path, measure_cpu_paths, write_graph
     from models import load_model, network_name
     device = choose_device(args.device)
     model, meta = load_model(weights, padding=args.padding, scale=args.scale)
-    graph = None
-    if default_inference_path(device) == "onnxruntime" and args.inference_path in ("auto", "onnxruntime") \
-            and args.padding is None and weights.is_file():
+    if graph is None and default_inference_path(device) == "onnxruntime" and \
+            args.inference_path in ("auto", "onnxruntime") and args.padding is None and weights.is_file():
         sha256 = file_sha256(weights)
-        graph = ready_graph(weights) or write_graph(model, cached_graph_path(sha256), meta, sha256)
+        try:
+            graph = write_graph(model, cached_graph_path(sha256, args.scale), meta, sha256)
+        except WriteError as err:
+            print(f"warning: the ONNX graph cannot be cached ({err}); running on PyTorch", file=sys.stderr)
     path = args.inference_path
     if path == "auto":
         path = fastest(cached_rates(model.config()) or measure_cpu_paths(model, graph)) if graph \
@@ -199,6 +199,7 @@ def export_graph(args: argparse.Namespace, weights: Path) -> None:
     from inference import export_onnx, graph_record
     from models import load_model
     model, meta = load_model(weights, padding=args.padding, scale=args.scale)
+    check_writable(make_folder(args.export_onnx.parent))
     export_onnx(model, args.export_onnx, graph_record(model, meta, None if args.padding else file_sha256(weights)))
     print(f"wrote {args.export_onnx}: input 'input' ({'LR' if model.takes_lr else 'bicubic'} image, "
           f"{model.config()['channels']} channel(s), [0, 1]), output 'output'")
@@ -318,7 +319,8 @@ AHEAD = 2  # images read, and outputs being written, beside the one the network 
 def run_images(network: Network, args: argparse.Namespace) -> None:
     """The bundled sample, an image, or a folder of images in a small pipeline: the next images are
     decoded and the last outputs encoded in threads while the network runs (decoders, encoders and
-    ONNX Runtime release the GIL), with a progress bar for a folder."""
+    ONNX Runtime release the GIL), with a progress bar for a folder; each line is printed once its
+    images are written."""
     if args.image_file is None:
         image = getattr(skimage_data, args.sample)()
         check_output_size(args.sample, image, args)
@@ -326,9 +328,10 @@ def run_images(network: Network, args: argparse.Namespace) -> None:
         write_outputs(outputs)
         print(line)
         return
-    paths = list_images(args.image_file) if args.image_file.is_dir() else [args.image_file]
+    paths = input_paths(args)
     if not paths:
         raise ImageError(f"{args.image_file}: no images found (png, jpg, bmp, tif)")
+    check_distinct_names(paths)
     with ThreadPoolExecutor(max_workers=AHEAD) as pool:
         reads = deque(pool.submit(read_input, path, args) for path in paths[:AHEAD])
         writes: deque = deque()
@@ -338,11 +341,26 @@ def run_images(network: Network, args: argparse.Namespace) -> None:
                 reads.append(pool.submit(read_input, paths[i + AHEAD], args))
             outputs, line = restore(network, image, path.stem, args)
             while len(writes) >= AHEAD:  # bounded: a slow disk must not hold every output in memory
-                writes.popleft().result()
-            writes.append(pool.submit(write_outputs, outputs))
-            tqdm.write(line)
-        for write in writes:
-            write.result()
+                finish(*writes.popleft())
+            writes.append((pool.submit(write_outputs, outputs), line))
+        while writes:
+            finish(*writes.popleft())
+
+
+def finish(write: Future, line: str) -> None:
+    write.result()
+    tqdm.write(line)
+
+
+def check_distinct_names(paths: list[Path]) -> None:
+    """Outputs are named by the input's stem: two inputs of one stem (x.png and x.jpg, a/x.png and
+    b/x.png) would write the same files, so such a folder is refused before any work."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise ImageError(f"{seen[path.stem]} and {path} would write the same output files ({path.stem}_*); "
+                             f"rename one")
+        seen[path.stem] = path
 
 
 def main() -> None:
@@ -358,15 +376,14 @@ def main() -> None:
         parser.error(f"--max-pixels must be 1 or more, not {args.max_pixels}")
     try:
         weights = weights_path(args)
-        folders = [target.parent for target in (args.json, args.export_onnx) if target] or \
-            ([] if args.dataset else [args.output_dir])
-        for folder in folders:  # written after the work: an unwritable folder stops it first
-            check_writable(make_folder(folder))
         if args.export_onnx:
             export_graph(args, weights)
             return
-        network = graph_network(args, weights) or torch_network(args, weights)
+        network, graph = graph_network(args, weights)
+        network = network or torch_network(args, weights, graph)
         args.color, trained_blur = check_network(network, weights, args), float(network.meta.get("blur_sigma", 0.0))
+        for folder in [args.json.parent] if args.json else [] if args.dataset else [args.output_dir]:
+            check_writable(make_folder(folder))  # written after the work: an unwritable folder stops it first
         args.blur_sigma = trained_blur if args.blur_sigma is None else args.blur_sigma
         if not args.low_res:
             print(degradation(args, trained_blur))

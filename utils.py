@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -67,12 +68,33 @@ def _to_8bit(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("L" if img.mode in ("1", "L", "LA") else "RGB"))
 
 
+_PILLOW_LIMIT = threading.Lock()  # Pillow's decompression-bomb limit is one global, and readers run in threads
+
+
+def _open(path: str | Path) -> Image.Image:
+    """Image.open with Pillow's fixed pixel limit off: the callers apply --max-pixels to the header."""
+    with _PILLOW_LIMIT:
+        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, nothing decoded; None for a file that is not one."""
+    try:
+        with _open(path) as img:
+            return img.size
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file as uint8, H x W for grayscale files, H x W x 3 RGB for everything else,
     turned upright by its EXIF orientation; files over `max_pixels` pixels are refused unread."""
-    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # ours, below, replaces Pillow's fixed one
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             if img.width * img.height > max_pixels:  # the header alone: nothing is decoded yet
                 raise ImageError(f"{path}: {img.width}x{img.height} is over the limit of {max_pixels:,} pixels "
                                  f"(a decompression bomb?); raise --max-pixels to accept it")
@@ -86,8 +108,6 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageError(f"{path}: is a folder, not an image") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{path}: not a readable image ({err})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
 def save_image(path: str | Path, image: np.ndarray, png_level: int = 6) -> None:

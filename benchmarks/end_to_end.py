@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 import cli
 from files import check_writable, make_folder, write_text
+from path_choice import cpu_model
 from peers import PeerError, graph_path
 
 REPO = Path(__file__).resolve().parent.parent  # test.py runs from here, as the README runs it
@@ -231,15 +232,6 @@ def run_all(args: argparse.Namespace, work: Path) -> tuple[dict, dict]:
             raw = measure(commands[mode], work / f"out-{mode}", inputs, pairs, args, progress)
             results[mode] = summarize(raw, inputs)
     return results, commands
-
-
-def cpu_model() -> str:
-    """/proc/cpuinfo's "model name" (Linux), else "unknown"."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def machine() -> dict:

@@ -33,6 +33,7 @@ from skimage import data as skimage_data
 import cli
 from inference import Upscaler, choose_device, default_inference_path, median_seconds
 from models import FSRCNN, SRCNN, build_model, load_model
+from path_choice import cpu_model
 from utils import y_channel
 
 def matmul_gflops(size: int, repeats: int, device: torch.device) -> dict[str, float]:
@@ -65,7 +66,8 @@ def nominal_cpu_gflops() -> tuple[float, str] | None:
     """cores x nominal clock x fp32 lanes (16 with AVX-512, 8 with AVX2) x 2 FMA units x 2 FLOP, with
     how it was reckoned; None where /proc/cpuinfo does not say."""
     try:
-        info = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as file:
+            info = file.read()
     except OSError:
         return None
     mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
@@ -179,22 +181,20 @@ def main() -> None:
     device = choose_device(args.device)
     torch.manual_seed(0)
     image = np.asarray(Image.fromarray(skimage_data.coffee()).resize((1280, 720), Image.BICUBIC))
-    networks = {str(path): load_model(path)[0] for path in args.weights_file}
+    networks = {}
+    for path in args.weights_file:
+        model, meta = load_model(path)
+        if meta.get("scale", 3) != 3:
+            raise SystemExit(f"error: {path}: x{meta['scale']} weights; this benchmark times x3 networks")
+        networks[str(path)] = model
     networks["FSRCNN-s (random weights)"] = build_model("fsrcnn-s", scale=3).eval()
     peak, how = peak_gflops(args, device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{cpu_name()}, {torch.get_num_threads()} threads"
+        f"{cpu_model()}, {torch.get_num_threads()} threads"
     print(f"1278x720 output, x3, {where}, torch {torch.__version__}")
     print(f"fp32 peak: {peak:.1f} GFLOP/s, the largest of: {how}")
     for name, model in networks.items():
         print_network(name, model, image, args, device, peak)
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "CPU"
 
 
 if __name__ == "__main__":

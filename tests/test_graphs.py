@@ -31,7 +31,7 @@ def imports_torch(*args: object) -> tuple[subprocess.CompletedProcess, bool]:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_file_has_its_checked_graph_beside_it(name):
     weights = REPO / "weights" / name
-    graph = ready_graph(weights)
+    graph = ready_graph(weights, 3)
     assert graph is not None and graph.path == weights.with_suffix(".onnx")
     assert graph.record["weights_sha256"] == file_sha256(weights) == read_manifest()[name]["sha256"]
     assert read_manifest()[name]["graph_sha256"] == file_sha256(graph.path)
@@ -69,7 +69,8 @@ def before_the_lean_path(path) -> np.ndarray:
 def test_every_shipped_graph_scores_what_the_manifest_says(data, name):
     """What test.py now runs the shipped files on gives their published Set5 PSNR (under their blur)."""
     entry = read_manifest()[name]
-    scale, graph = entry["scale"], ready_graph(REPO / "weights" / name)
+    scale = entry["scale"]
+    graph = ready_graph(REPO / "weights" / name, scale)
     mean = evaluate_dataset(graph, need(data / "Set5" / f"x{scale}"), scale, entry.get("color", "y"),
                             entry.get("blur_sigma", 0.0))["mean"]
     assert mean["psnr"] == pytest.approx(entry["benchmarks"]["Set5"]["psnr"], abs=0.01)
@@ -90,7 +91,7 @@ def test_a_graph_that_is_not_its_weights_is_reported_and_not_used(tmp_path, caps
         with pytest.raises(GraphError, match="does not match the network"):
             open_graph(graph, file_sha256(weights), np.zeros((1, 1, 32, 32), np.float32))
         return
-    assert ready_graph(weights) is None
+    assert ready_graph(weights, 3) is None
     assert f"warning: {graph}" in capsys.readouterr().err
 
 
@@ -123,3 +124,55 @@ def test_auto_follows_the_cached_measurement(tmp_path, monkeypatch):
     (tmp_path / "cache" / "inference_paths.json").write_text(json.dumps(cache))
     result, torch_imported = imports_torch(*args)
     assert result.returncode == 0 and torch_imported  # now PyTorch's path finishes first
+
+
+def test_fsrcnn_weights_without_a_scale_get_a_graph_per_scale(tmp_path, monkeypatch):
+    """A plain FSRCNN state dict is built for --scale: its cached graph at x3 is not used at x2."""
+    import torch
+    monkeypatch.setenv("SRCNN_CACHE", str(tmp_path / "cache"))
+    state = torch.load(REPO / "weights" / "fsrcnn_x3.pth", weights_only=True)["model"]
+    del state["deconv.weight"], state["deconv.bias"]  # the deconvolution is what differs between scales
+    torch.manual_seed(0)
+    state |= {"deconv.weight": torch.randn(56, 1, 9, 9) * 1e-3, "deconv.bias": torch.zeros(1)}
+    torch.save(state, tmp_path / "plain.pth")
+    Image.fromarray(textured_image(20, 24)).save(tmp_path / "lr.png")
+    for scale in (3, 2, 3):
+        result = subprocess.run([sys.executable, str(REPO / "test.py"), "--image-file", tmp_path / "lr.png", "--low-res",
+                                 "--scale", str(scale), "--weights-file", tmp_path / "plain.pth", "--inference-path",
+                                 "onnxruntime", "--output-dir", tmp_path / "out"], capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        assert load_image(tmp_path / "out" / f"lr_fsrcnn_x{scale}.png").shape == (20 * scale, 24 * scale, 3)
+    assert len(list((tmp_path / "cache" / "onnx").glob("weights-*.onnx"))) == 2
+
+
+def test_an_unusable_cache_costs_a_warning_not_the_run(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("SRCNN_CACHE", str(tmp_path / "file" / "cache"))
+    Image.fromarray(textured_image(20, 24)).save(tmp_path / "lr.png")
+    result = subprocess.run([sys.executable, str(REPO / "test.py"), "--image-file", tmp_path / "lr.png", "--low-res",
+                             "--weights-file", "weights/fsrcnn_x3.pth", "--device", "cpu", "--output-dir", tmp_path / "out"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "warning: the inference-path measurement is not cached" in result.stderr
+    assert (tmp_path / "out" / "lr_fsrcnn_x3.png").exists()
+
+
+@pytest.mark.parametrize("content", ["[]", "{not json", '{"key": {"rates": {}}}'])
+def test_a_malformed_measurement_cache_is_measured_again(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("SRCNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(path_choice, "_busy", lambda: False)
+    (tmp_path / "inference_paths.json").write_text(content)
+    config = {"model": "fsrcnn"}
+    assert path_choice.cached_rates(config) is None
+    path_choice.store_rates(config, {"onnxruntime": 2.0, "channels_last": 1.0}, 1.0)
+    assert path_choice.fastest(path_choice.cached_rates(config)) == "onnxruntime"
+
+
+def test_a_measurement_taken_on_a_busy_machine_is_taken_again_once_it_is_quiet(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRCNN_CACHE", str(tmp_path))
+    config = {"model": "srcnn"}
+    monkeypatch.setattr(path_choice, "_busy", lambda: True)
+    path_choice.store_rates(config, {"onnxruntime": 2.0, "channels_last": 1.0}, 1.0)
+    assert path_choice.cached_rates(config)["busy"]  # still busy: the measurement stands
+    monkeypatch.setattr(path_choice, "_busy", lambda: False)
+    assert path_choice.cached_rates(config) is None

@@ -79,6 +79,16 @@ def test_folder_of_images(tmp_path, weights):
     assert [line.split(" x3:")[0] for line in result.stdout.splitlines() if " x3:" in line] == ["im0", "im1"]  # in order
 
 
+def test_a_folder_whose_images_share_a_name_is_refused_before_any_work(tmp_path, weights):
+    for sub in ("a", "b"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        Image.fromarray(textured_image(24, 24)).save(tmp_path / "in" / sub / "x.png")
+    result = run("test.py", "--image-file", tmp_path / "in", "--low-res", "--weights-file", weights,
+                 "--output-dir", tmp_path / "out")
+    assert_clean_error(result, "a/x.png and", "b/x.png would write the same output files")
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
 def test_dataset_table_and_json(data, tmp_path, weights):
     set14 = need(data / "Set14" / "x4")
     reference = json.loads((data / "reference_psnr.json").read_text())["Set14_x4"]["Bicubic"]

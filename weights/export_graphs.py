@@ -1,6 +1,7 @@
 """Write the ONNX graph beside every shipped weights file (weights/<name>.onnx), with the record that makes
 it that file's ready graph (graphs.py), and its sha256 in weights/manifest.json. test.py then runs the
-shipped networks on ONNX Runtime without importing PyTorch, from the first run on a fresh machine.
+shipped networks on ONNX Runtime without importing PyTorch (after auto's one measurement per network
+and machine) and never has to export them.
 weights/publish.py does the same for the file it publishes.
 
     python -m weights.export_graphs                      # every file in the manifest
@@ -31,8 +32,8 @@ def main() -> None:
             raise ValueError(f"{name}: not in weights/manifest.json")
         graph = write_graph_beside(WEIGHTS_DIR / name)
         manifest[name]["graph_sha256"] = file_sha256(graph)
+        write_manifest(manifest)  # after each graph: a failure later leaves no stale checksum
         print(f"wrote weights/{graph.name}")
-    write_manifest(manifest)
 
 
 if __name__ == "__main__":
