@@ -21,18 +21,16 @@ import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 from skimage import data as skimage_data
-from tqdm import tqdm
 
 import cli
-from comparison import comparison_sheet
 from evaluate import evaluate_dataset, psnr_ssim, upscale
 from files import WriteError, check_writable, make_folder, write_text
 from graphs import GraphUpscaler, cached_graph_path, ready_graph
-from hub import WEIGHTS_DIR, download_weights, file_sha256
+from hub import WEIGHTS_DIR, file_sha256
 from path_choice import cached_rates, fastest, graph_pays
 from utils import (COLORS, MAX_PIXELS, MIN_MEASURED_SIDE, ImageError, WeightsError, degrade, image_size, list_images,
                    load_image, modcrop, save_image, upscale_bicubic, y_channel)
@@ -115,6 +113,7 @@ def weights_path(args: argparse.Namespace) -> Path:
         weights, why = default_weights(args)
         print(f"weights: {weights.relative_to(WEIGHTS_DIR.parent)}, {why}")
     if str(weights).startswith(("http://", "https://")):
+        from downloads import download_weights  # the network stack only when a URL is given
         weights = download_weights(str(weights), args.sha256, allow_http=args.allow_http)
     return Path(weights)
 
@@ -262,6 +261,7 @@ def restore(network: Network, image: np.ndarray, name: str, args: argparse.Names
         note = "" if hr is None else " (too small to measure once shaved)"
         line = f"{name}: upscaled x{s} to {sr.shape[1]}x{sr.shape[0]}{note} -> {args.output_dir}"
     if hr is not None or args.compare:
+        from comparison import comparison_sheet  # Pillow's drawing and fonts only when a sheet is made
         outputs[args.output_dir / f"{name}_bicubic_x{s}.png"] = bicubic
         outputs[args.output_dir / f"{name}_{network.name}_x{s}_comparison.png"] = comparison_sheet(panels)
     return outputs, line
@@ -332,24 +332,28 @@ def run_images(network: Network, args: argparse.Namespace) -> None:
     if not paths:
         raise ImageError(f"{args.image_file}: no images found (png, jpg, bmp, tif)")
     check_distinct_names(paths)
+    progress, say = paths, print
+    if len(paths) > 1:  # tqdm costs 0.02-0.04 s to import: only for a folder's progress bar
+        from tqdm import tqdm
+        progress, say = tqdm(paths, unit="img", desc="upscale", file=sys.stderr), tqdm.write  # lines above the bar
     with ThreadPoolExecutor(max_workers=AHEAD) as pool:
         reads = deque(pool.submit(read_input, path, args) for path in paths[:AHEAD])
         writes: deque = deque()
-        for i, path in enumerate(tqdm(paths, unit="img", desc="upscale", disable=len(paths) == 1, file=sys.stderr)):
+        for i, path in enumerate(progress):
             image = reads.popleft().result()
             if i + AHEAD < len(paths):
                 reads.append(pool.submit(read_input, paths[i + AHEAD], args))
             outputs, line = restore(network, image, path.stem, args)
             while len(writes) >= AHEAD:  # bounded: a slow disk must not hold every output in memory
-                finish(*writes.popleft())
+                finish(*writes.popleft(), say)
             writes.append((pool.submit(write_outputs, outputs), line))
         while writes:
-            finish(*writes.popleft())
+            finish(*writes.popleft(), say)
 
 
-def finish(write: Future, line: str) -> None:
+def finish(write: Future, line: str, say: Callable[[str], None]) -> None:
     write.result()
-    tqdm.write(line)
+    say(line)
 
 
 def check_distinct_names(paths: list[Path]) -> None:

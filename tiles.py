@@ -14,13 +14,13 @@ Array = TypeVar("Array")  # numpy.ndarray or torch.Tensor
 ACTIVATION_BUDGET = 1 << 30
 
 
-def auto_tile(shape: tuple[int, ...], bytes_per_pixel: int, halo: int) -> int:
-    """0 when the activations for an input of `shape` (N x C x H x W) fit ACTIVATION_BUDGET, else the
-    largest tile side whose tiles, read with their margins of `halo` pixels, fit it."""
-    per_pixel = bytes_per_pixel * shape[0]
-    if shape[-2] * shape[-1] * per_pixel <= ACTIVATION_BUDGET:
+def auto_tile(shape: tuple[int, ...], bytes_per_pixel: int, halo: int, share: int = 1) -> int:
+    """0 when the activations for an input of `shape` (N x C x H x W) fit ACTIVATION_BUDGET / share, else
+    the largest tile side whose tiles, read with their margins of `halo` pixels, fit it."""
+    budget, per_pixel = ACTIVATION_BUDGET // share, bytes_per_pixel * shape[0]
+    if shape[-2] * shape[-1] * per_pixel <= budget:
         return 0
-    return max(16, math.isqrt(ACTIVATION_BUDGET // per_pixel) - 2 * halo)
+    return max(16, math.isqrt(budget // per_pixel) - 2 * halo)
 
 
 def run_tiled(run: Callable[[Array], Array], x: Array, tile: int, scale: int, halo: int,

@@ -12,7 +12,7 @@ from conftest import assert_clean_error, run, run_module, textured_image
 from PIL import Image
 from torch import nn
 
-from hub import download_weights
+from downloads import download_weights
 from models import WeightsError, build_model, load_model
 
 
