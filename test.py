@@ -182,6 +182,7 @@ def torch_network(args: argparse.Namespace, weights: Path, graph: GraphUpscaler 
             graph = write_graph(model, cached_graph_path(sha256, args.scale), meta, sha256)
         except WriteError as err:
             print(f"warning: the ONNX graph cannot be cached ({err}); running on PyTorch", file=sys.stderr)
+    graph = graph if device.type == "cpu" else None
     path = args.inference_path
     if path == "auto":
         path = fastest(cached_rates(model.config()) or measure_cpu_paths(model, graph)) if graph \
