@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -336,8 +337,18 @@ def restore(run: Training) -> None:
 def open_log(run: Training) -> None:
     """TensorBoard logging, on rank 0 alone (it also validates and saves)."""
     if run.rank == 0:
+        threading.excepthook = log_write_failure
         run.writer = SummaryWriter(str(run.args.output_dir))
         run.writer.add_text("args", json.dumps({k: str(v) for k, v in vars(run.args).items()}, indent=1), run.progress.epoch)
+
+
+def log_write_failure(failure: threading.ExceptHookArgs) -> None:
+    """tensorboardX writes event files from its own thread: a disk error there (a full disk) is one
+    warning line, not that thread's traceback; the checkpoint written next reports the disk itself."""
+    if not isinstance(failure.exc_value, OSError):
+        threading.__excepthook__(failure)
+        return
+    print(f"warning: TensorBoard log not written ({first_line(failure.exc_value)})", file=sys.stderr)
 
 
 def save_checkpoint(run: Training, epoch: int, batches: int, scores: dict | None) -> None:

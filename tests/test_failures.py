@@ -176,6 +176,21 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_temporary_fil
         assert not list((folder / "run").glob("*tmp*"))
 
 
+def test_a_tensorboard_write_failure_in_its_thread_is_one_warning_line(capsys):
+    """tensorboardX's writer thread may hit the full disk before the checkpoint does; its OSError is a
+    warning line (the checkpoint reports the disk), anything else keeps threading's report."""
+    from test_readme import load_script
+    train = load_script("train.py")
+    full = OSError(28, "No space left on device")
+    train.log_write_failure(threading.ExceptHookArgs([OSError, full, None, None]))
+    assert capsys.readouterr().err == "warning: TensorBoard log not written ([Errno 28] No space left on device)\n"
+    try:
+        raise KeyError("bug")
+    except KeyError as bug:
+        train.log_write_failure(threading.ExceptHookArgs([KeyError, bug, bug.__traceback__, None]))
+    assert "Traceback" in capsys.readouterr().err
+
+
 def test_a_full_disk_during_preprocess_is_one_line_and_keeps_a_resumable_file(tmp_path, data):
     images = tmp_path / "images"
     images.mkdir()
