@@ -176,3 +176,22 @@ def test_a_measurement_taken_on_a_busy_machine_is_taken_again_once_it_is_quiet(t
     assert path_choice.cached_rates(config)["busy"]  # still busy: the measurement stands
     monkeypatch.setattr(path_choice, "_busy", lambda: False)
     assert path_choice.cached_rates(config) is None
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_fsrcnns_exported_form_is_its_network_to_the_bit(scale):
+    """The graph's PReLU as max(x, a*x), with the channels of slope over 1 negated where made and read,
+    computes super_resolve exactly: for the shipped slopes (-1.9 to 2.7) and for slopes set below 0,
+    between 0 and 1, at 1 and over 1 on purpose."""
+    import torch
+    from inference import _Inference
+    from models import load_model
+    model = load_model(REPO / "weights" / f"fsrcnn_x{scale}.pth")[0]
+    x = torch.rand(1, 1, 23, 29, generator=torch.Generator().manual_seed(0))
+    for trial in range(2):
+        if trial:
+            with torch.no_grad():
+                for prelu in (m for m in model.modules() if isinstance(m, torch.nn.PReLU)):
+                    prelu.weight.copy_(torch.tensor([-0.7, 0.3, 1.0, 1.8]).repeat(len(prelu.weight))[:len(prelu.weight)])
+        with torch.no_grad():
+            assert torch.equal(_Inference(model)(x), model.super_resolve(x)), trial
