@@ -193,9 +193,9 @@ class _Inference(nn.Module):
 class _FSRCNNGraph(nn.Module):
     """FSRCNN's super_resolve, to the bit, in the form ONNX Runtime runs fastest: the sub-pixel last layer
     computed once, and every PReLU as max(x, a*x), two elementwise operators that ONNX Runtime runs
-    faster than its PRelu (the largest item of its FSRCNN profile). max(x, a*x) is PReLU for slopes a <= 1; a channel whose slope is over 1 is
-    negated where it is made and where it is read, since there PReLU(x) = min(x, a*x) = -max(-x, -a*x)
-    (negation is exact in floating point)."""
+    faster than its PRelu (the largest item of its FSRCNN profile). max(x, a*x) is PReLU for slopes
+    a <= 1; a channel whose slope is over 1 is negated where it is made and where it is read, since there
+    PReLU(x) = min(x, a*x) = -max(-x, -a*x) (negation is exact in floating point)."""
 
     def __init__(self, model: FSRCNN) -> None:
         super().__init__()
