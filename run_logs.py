@@ -33,3 +33,18 @@ def steps_per_epoch(run: Path) -> float:
     """From the run's best.pth, which records both its step and its (fractional) epoch."""
     meta = torch.load(run / "best.pth", map_location="cpu", weights_only=True)["meta"]
     return meta["step"] / meta["epoch"]
+
+
+def clock_curve(run: Path) -> list[dict]:
+    """One row per validation: step, training minutes so far (train.py's time/train_seconds, summed over
+    --resume sessions, validation not counted), validation PSNR."""
+    seconds = dict(read_scalar(run, "time/train_seconds"))
+    if not seconds:
+        raise ValueError(f"{run}: no time/train_seconds scalar (a train.py run from before the clock was logged?)")
+    return [{"step": step, "minutes": round(seconds[step] / 60, 2), "psnr": round(psnr, 4)}
+            for step, psnr in read_scalar(run, "val/psnr") if step in seconds]
+
+
+def first_reaching(rows: list[dict], target: float) -> dict | None:
+    """The first row of a clock_curve at or above the target PSNR."""
+    return next((row for row in rows if row["psnr"] >= target), None)

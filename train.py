@@ -120,6 +120,7 @@ class Progress:
     best_psnr: float = -math.inf
     loss_average: float | None = None
     next_images: int = 0  # the epoch from which the next validation logs images and filters
+    train_seconds: float = 0.0  # wall-clock in training steps over all sessions (validation not counted)
 
 
 @dataclass
@@ -324,7 +325,7 @@ def restore(run: Training) -> None:
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
     run.progress = Progress(state["epoch"], state.get("batches_done", 0), state["step"], state["best_psnr"],
-                            next_images=state["epoch"])
+                            next_images=state["epoch"], train_seconds=state.get("train_seconds", 0.0))
     torch.set_rng_state(state["rng"]["cpu"])
     if run.device.type == "cuda" and "cuda" in state["rng"]:
         torch.cuda.set_rng_state(state["rng"]["cuda"])
@@ -355,7 +356,8 @@ def save_checkpoint(run: Training, epoch: int, batches: int, scores: dict | None
     """best.pth when validation improved, and last.pth: everything a resume needs, mid-epoch included."""
     p = run.progress
     weights = {"model": run.model.state_dict(), "meta": {**run.meta, "epoch": round(epoch + batches / run.per_epoch, 3),
-                                                         "step": p.step, "eval_file": str(run.args.eval_file)}}
+                                                         "step": p.step, "eval_file": str(run.args.eval_file),
+                                                         "train_seconds": round(p.train_seconds, 1)}}
     if scores is not None:
         weights["meta"].update(val_psnr=scores["psnr"], val_ssim=scores["ssim"])
         if scores["psnr"] >= p.best_psnr:
@@ -363,7 +365,8 @@ def save_checkpoint(run: Training, epoch: int, batches: int, scores: dict | None
     rng = {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if run.device.type == "cuda" else {})}
     save_atomic({**weights, "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                  "scaler": run.scaler.state_dict(), "epoch": epoch, "batches_done": batches, "step": p.step,
-                 "best_psnr": p.best_psnr, "rng": rng, "args": {k: str(v) for k, v in vars(run.args).items()}},
+                 "best_psnr": p.best_psnr, "train_seconds": p.train_seconds, "rng": rng,
+                 "args": {k: str(v) for k, v in vars(run.args).items()}},
                 run.last_path, keep_previous=True)
 
 
@@ -492,6 +495,7 @@ def log_validation(run: Training, scores: dict) -> None:
     for key in ("psnr", "ssim", "ms_ssim", "bicubic_psnr"):
         if key in scores:
             writer.add_scalar(f"val/{key}", scores[key], step)
+    writer.add_scalar("time/train_seconds", run.progress.train_seconds, step)  # time-to-quality's clock
     if "strip" in scores:
         writer.add_image("val/bicubic_srcnn_hr", to_uint8(scores["strip"])[None], step, dataformats="CHW")
         first = run.model.feature[0] if isinstance(run.model, FSRCNN) else run.model.conv1
@@ -544,8 +548,11 @@ def train(run: Training) -> None:
     args, stop, augment_rng = run.args, StopRequest(), torch.Generator()
     run.model.train()
     for epoch in range(run.progress.epoch, args.epochs):
+        if args.max_steps and run.progress.step >= args.max_steps:  # a resumed run that already got there
+            break
         started = time.perf_counter()
         train_epoch(run, epoch, stop, augment_rng)
+        run.progress.train_seconds += time.perf_counter() - started
         if stop.signal and run.progress.batches_done < run.per_epoch:
             save_and_exit(run, epoch, stop)
         stopping = bool(stop.signal) or bool(args.max_steps and run.progress.step >= args.max_steps)

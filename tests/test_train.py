@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import assert_clean_error, need, noisy_patches, run
+from conftest import assert_clean_error, need, noisy_patches, run, run_module
 
 from models import load_model
 
@@ -95,12 +95,23 @@ def test_resume_continues_exactly(tmp_path, tiny_eval):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run("train.py", *common, "--epochs", 4, "--output-dir", straight).returncode == 0
     assert run("train.py", *common, "--epochs", 4, "--max-steps", 2 * 12, "--output-dir", split).returncode == 0
+    first_session = torch.load(split / "last.pth", weights_only=True)["train_seconds"]
     resumed = run("train.py", *common, "--epochs", 4, "--output-dir", split, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and "epoch 2" in resumed.stdout
     a = torch.load(straight / "last.pth", weights_only=True)
     b = torch.load(split / "last.pth", weights_only=True)
     assert a["step"] == b["step"] == 4 * 12
+    assert 0 < first_session < b["train_seconds"]  # the training clock goes on across sessions
+    # time-to-quality reads that clock back: every validation is on it, the first is reached at any low target
+    reached = run_module("benchmarks.time_to_quality", split, "--target", -100, "--output", tmp_path / "t.json")
+    assert reached.returncode == 0, reached.stderr
+    record = json.loads((tmp_path / "t.json").read_text())
+    assert [row["step"] for row in record["curve"]] == [12, 24, 36, 48]
+    minutes = [row["minutes"] for row in record["curve"]]
+    assert minutes == sorted(minutes) and record["reached"]["step"] == 12
+    assert minutes[-1] == pytest.approx(b["train_seconds"] / 60, abs=0.01)
+    assert "100.0 dB not reached" in run_module("benchmarks.time_to_quality", split, "--target", 100).stdout
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
