@@ -1,10 +1,12 @@
 """Plot validation PSNR against epoch from train.py's TensorBoard logs, one panel per model, as a PNG.
 
     python -m benchmarks.plot_curves runs/srcnn_x2 runs/srcnn_x3 runs/srcnn_x4   # -> results/curves_val_psnr.png
+    python -m benchmarks.plot_curves runs/recipes/srcnn_x3 --clock --output results/srcnn_x3_recipe.png
 
 A folder is one train.py run, or a model trained in stages: then its subfolders are the runs, in the
 order they ran (weights/training/srcnn_x3/{cpu,gpu1,gpu2,gpu3}), drawn end to end with dotted lines
-between them. Epochs come from each run's steps and best.pth's steps per epoch (batch sizes differ by stage).
+between them. Epochs come from each run's steps and best.pth's steps per epoch (batch sizes differ by stage);
+--clock draws against train.py's training clock instead (time-to-quality, validation not counted).
 Dashed lines: the bicubic PSNR (grey) and, for SRCNN and FSRCNN at x2/x3/x4, their paper's Set5
 result (red). Run names go in the lowest free row, clear of the curve and of each other.
 """
@@ -20,7 +22,7 @@ from PIL import Image, ImageDraw
 import cli
 from evaluate import paper_psnr
 from files import make_folder
-from run_logs import read_scalar, stages, steps_per_epoch
+from run_logs import clock_curve, read_scalar, stages, steps_per_epoch
 from utils import save_image
 
 W, H, MARGIN = 420, 300, 48
@@ -32,7 +34,7 @@ def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 
 def panel(title: str, curve: list[tuple[float, float]], boundaries: list[tuple[float, str]],
-          lines: dict[str, tuple[float, str]]) -> Image.Image:
+          lines: dict[str, tuple[float, str]], x_label: str = "epoch") -> Image.Image:
     image = Image.new("RGB", (W, H), "white")
     draw = ImageDraw.Draw(image)
     levels = [v for _, v in curve] + [v for v, _ in lines.values()]
@@ -66,7 +68,7 @@ def panel(title: str, curve: list[tuple[float, float]], boundaries: list[tuple[f
         taken.append(draw.textbbox(corner, name))
     draw.line([(x(e), y(v)) for e, v in curve], fill="navy", width=2)
     draw.text((MARGIN, 16), title, fill="black")
-    draw.text((W // 2 - 15, H - 18), "epoch", fill="black")
+    draw.text((W // 2 - 3 * len(x_label), H - 18), x_label, fill="black")
     return image
 
 
@@ -74,10 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     parser.add_argument("runs", type=Path, nargs="+", help="train.py run folders")
     parser.add_argument("--output", type=Path, default=Path("results") / "curves_val_psnr.png", help="the PNG to write")
+    parser.add_argument("--clock", action="store_true",
+                        help="against training minutes (train.py's time/train_seconds), not epochs")
     return parser
 
 
-@cli.one_line_errors()
+@cli.one_line_errors(ValueError)
 def main() -> None:
     args = build_parser().parse_args()
     panels = []
@@ -85,11 +89,13 @@ def main() -> None:
         curve, boundaries, bicubic, offset = [], [], [], 0.0
         runs = stages(folder)
         for run in runs:
-            per_epoch = steps_per_epoch(run)
-            points = read_scalar(run, "val/psnr")
             if len(runs) > 1:
                 boundaries.append((offset, run.name))
-            curve += [(offset + step / per_epoch, value) for step, value in points]
+            if args.clock:
+                curve += [(offset + row["minutes"], row["psnr"]) for row in clock_curve(run)]
+            else:
+                per_epoch = steps_per_epoch(run)
+                curve += [(offset + step / per_epoch, value) for step, value in read_scalar(run, "val/psnr")]
             offset = curve[-1][0] if curve else offset
             bicubic = read_scalar(run, "val/bicubic_psnr") or bicubic
         if not curve:
@@ -100,7 +106,9 @@ def main() -> None:
         if paper is not None:
             lines["paper"] = (paper, "red")
         best = max(v for _, v in curve)
-        panels.append(panel(f"{folder.name}: val PSNR, best {best:.2f} dB in {offset:.0f} epochs", curve, boundaries, lines))
+        span = f"{offset:.0f} training minutes" if args.clock else f"{offset:.0f} epochs"
+        panels.append(panel(f"{folder.name}: val PSNR, best {best:.2f} dB in {span}", curve, boundaries, lines,
+                            "training minutes" if args.clock else "epoch"))
     columns = min(3, len(panels))
     sheet = Image.new("RGB", (W * columns, H * math.ceil(len(panels) / columns)), "white")
     for i, p in enumerate(panels):

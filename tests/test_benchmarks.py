@@ -31,6 +31,9 @@ def test_curves_plot_draws_each_papers_target_only_where_there_is_one(tmp_path):
     assert sheet.shape == (300, 840, 3)  # two 420x300 panels side by side
     red = (sheet[..., 0] > 200) & (sheet[..., 1] < 60) & (sheet[..., 2] < 60)
     assert red[:, :420].sum() > 100 and red[:, 420:].sum() == 0
+    # those runs predate train.py's training clock: --clock says so in one line
+    assert_clean_error(run_module("benchmarks.plot_curves", REPO / "weights" / "training" / "fsrcnn_x3", "--clock",
+                                  "--output", output), "no time/train_seconds")
 
 
 @pytest.mark.parametrize("mode", ["reflect", "zeros", "replicate per layer"])

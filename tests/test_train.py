@@ -89,6 +89,7 @@ def tiny_eval(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path, tiny_eval):
+    from PIL import Image
     train = noisy_patches(tmp_path / "tiny.h5")
     common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 2, "--augment",
               "--lr", 1e-3, "--lr-schedule", "cosine"]
@@ -112,6 +113,10 @@ def test_resume_continues_exactly(tmp_path, tiny_eval):
     assert minutes == sorted(minutes) and record["reached"]["step"] == 12
     assert minutes[-1] == pytest.approx(b["train_seconds"] / 60, abs=0.01)
     assert "100.0 dB not reached" in run_module("benchmarks.time_to_quality", split, "--target", 100).stdout
+    plotted = run_module("benchmarks.plot_curves", split, "--clock", "--output", tmp_path / "clock.png")
+    assert plotted.returncode == 0, plotted.stderr
+    sheet = np.asarray(Image.open(tmp_path / "clock.png").convert("RGB")).astype(int)
+    assert sheet.shape == (300, 420, 3) and ((sheet == (0, 0, 128)).all(axis=-1)).sum() > 20  # the navy curve
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
