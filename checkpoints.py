@@ -15,6 +15,12 @@ CHECKPOINT_FILES = ("last.pth", "previous-last.pth", "best.pth")  # what train.p
 RESUME_KEYS = {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "best_psnr"}  # what --resume reads
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run folder can be resumed: last.pth, or the previous-last.pth a kill between two renames
+    can leave alone."""
+    return any((run_dir / name).exists() for name in ("last.pth", "previous-last.pth"))
+
+
 def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
     """torch.save that never leaves a half-written file; with `keep_previous`, the file it replaces stays
     as previous-<name>. A failed write (torch reports a full disk as a RuntimeError) is a one-line exit."""

@@ -13,10 +13,20 @@ from pathlib import Path
 
 RECIPES_FILE = Path(__file__).resolve().parent / "weights" / "recipes.json"
 SMOKE_IMAGES, SMOKE_STEPS = 3, 4  # a few steps on a few images: the recipe runs, not what it reaches
+KEYS = ("ships", "images", "preprocess", "train", "eval", "init", "target_psnr")
 
 
 def read_recipes(path: Path = RECIPES_FILE) -> dict[str, dict]:
-    return json.loads(path.read_text())
+    """{name: recipe}; a malformed file or a recipe without one of KEYS is a ValueError naming both."""
+    try:
+        recipes = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: {err}") from None
+    for name, recipe in recipes.items():
+        missing = [key for key in KEYS if key not in recipe]
+        if missing:
+            raise ValueError(f"{path}: recipe {name!r} has no {', '.join(missing)}")
+    return recipes
 
 
 def chain(recipes: dict[str, dict], name: str) -> list[str]:
@@ -33,18 +43,28 @@ def chain(recipes: dict[str, dict], name: str) -> list[str]:
     return order
 
 
-def patch_file(folder: Path, name: str) -> Path:
-    return folder / f"{name}.h5"
+def stem(name: str, smoke: bool) -> str:
+    """Smoke runs get their own files, so a full run never continues one."""
+    return f"{name}_smoke" if smoke else name
 
 
-def run_folder(folder: Path, name: str) -> Path:
-    return folder / name
+def patch_file(folder: Path, name: str, smoke: bool = False) -> Path:
+    return folder / f"{stem(name, smoke)}.h5"
+
+
+def run_folder(folder: Path, name: str, smoke: bool = False) -> Path:
+    return folder / stem(name, smoke)
+
+
+def patch_settings(recipe: dict, smoke: bool) -> dict:
+    """What a patch file is made from, recorded beside it: a file made from other settings is not reused."""
+    return {"images": recipe["images"], "preprocess": recipe["preprocess"], "smoke": smoke}
 
 
 def preprocess_args(recipe: dict, name: str, data: Path, folder: Path, smoke: bool) -> list[str]:
     """preprocess.py's arguments for the recipe's patch file."""
     images = [str(data / source) for source in recipe["images"]]
-    return ["--images", *images, *recipe["preprocess"], "--output", str(patch_file(folder, name)),
+    return ["--images", *images, *recipe["preprocess"], "--output", str(patch_file(folder, name, smoke)),
             *(["--max-images", str(SMOKE_IMAGES)] if smoke else [])]
 
 
@@ -52,7 +72,11 @@ def train_args(recipes: dict[str, dict], name: str, data: Path, folder: Path, sm
     """train.py's arguments for the recipe's run, starting from its init recipe's best weights."""
     recipe = recipes[name]
     init = recipe.get("init")
-    return ["--train-file", str(patch_file(folder, name)), "--eval-file", str(data / recipe["eval"]),
-            "--output-dir", str(run_folder(folder, name)), *recipe["train"],
-            *(["--init", str(run_folder(folder, init) / "best.pth")] if init else []),
+    return ["--train-file", str(patch_file(folder, name, smoke)), "--eval-file", str(data / recipe["eval"]),
+            "--output-dir", str(run_folder(folder, name, smoke)), *recipe["train"],
+            *(["--init", str(run_folder(folder, init, smoke) / "best.pth")] if init else []),
             *(["--max-steps", str(SMOKE_STEPS), "--image-every", "0"] if smoke else [])]
+
+
+def scale(recipe: dict) -> int:
+    return int(recipe["train"][recipe["train"].index("--scale") + 1])

@@ -2,6 +2,7 @@
 epochs from steps (batch sizes differ between runs)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -38,11 +39,12 @@ def steps_per_epoch(run: Path) -> float:
 def clock_curve(run: Path) -> list[dict]:
     """One row per validation: step, training minutes so far (train.py's time/train_seconds, summed over
     --resume sessions, validation not counted), validation PSNR."""
-    seconds = dict(read_scalar(run, "time/train_seconds"))
+    seconds, validations = dict(read_scalar(run, "time/train_seconds")), read_scalar(run, "val/psnr")
     if not seconds:
         raise ValueError(f"{run}: no time/train_seconds scalar (a train.py run from before the clock was logged?)")
-    return [{"step": step, "minutes": round(seconds[step] / 60, 2), "psnr": round(psnr, 4)}
-            for step, psnr in read_scalar(run, "val/psnr") if step in seconds]
+    if any(step not in seconds or math.isnan(seconds[step]) for step, _ in validations):
+        raise ValueError(f"{run}: some validations have no training clock (resumed from a checkpoint older than it)")
+    return [{"step": step, "minutes": round(seconds[step] / 60, 2), "psnr": round(psnr, 4)} for step, psnr in validations]
 
 
 def first_reaching(rows: list[dict], target: float) -> dict | None:

@@ -325,7 +325,8 @@ def restore(run: Training) -> None:
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
     run.progress = Progress(state["epoch"], state.get("batches_done", 0), state["step"], state["best_psnr"],
-                            next_images=state["epoch"], train_seconds=state.get("train_seconds", 0.0))
+                            next_images=state["epoch"],
+                            train_seconds=state.get("train_seconds", math.nan))  # an older checkpoint: unknown
     torch.set_rng_state(state["rng"]["cpu"])
     if run.device.type == "cuda" and "cuda" in state["rng"]:
         torch.cuda.set_rng_state(state["rng"]["cuda"])

@@ -7,7 +7,7 @@ import torch
 from conftest import assert_clean_error, run_module
 
 from hub import read_manifest
-from recipes import SMOKE_STEPS, chain, read_recipes
+from recipes import KEYS, SMOKE_STEPS, chain, read_recipes
 
 
 def flag(args: list[str], name: str, default: str | None = None) -> str | None:
@@ -22,25 +22,44 @@ def test_every_recipe_runs_smoke_sized_from_scratch(name, data, tmp_path):
     result = run_module("weights.reproduce", name, "--data", data, "--output-dir", tmp_path, "--smoke")
     assert result.returncode == 0, result.stderr[-2000:]
     for step in chain(recipes, name):  # the init recipes ran first, each from its own patches
-        with h5py.File(tmp_path / f"{step}.h5") as patches:
-            assert patches.attrs["scale"] == int(flag(recipes[step]["train"], "--scale"))
+        train = recipes[step]["train"]
+        with h5py.File(tmp_path / f"{step}_smoke.h5") as patches:
+            assert patches.attrs["scale"] == int(flag(train, "--scale"))
             assert len(patches["hr"]) < 5000  # a few images' worth: the full recipe's file holds about 275,000
-        best = torch.load(tmp_path / step / "best.pth", weights_only=True)["meta"]
-        assert best["step"] == SMOKE_STEPS and best["train_seconds"] > 0
-        assert best["padding"] == flag(recipes[step]["train"], "--padding", best["padding"])
-        assert best["arch"] == flag(recipes[step]["train"], "--arch", "9-5-5")
-        last = torch.load(tmp_path / step / "last.pth", weights_only=True)
-        assert float(last["args"]["lr"]) == float(flag(recipes[step]["train"], "--lr"))
-        assert last["args"]["init"] == (str(tmp_path / recipes[step]["init"] / "best.pth")
-                                        if recipes[step].get("init") else "None")
-    report = json.loads((tmp_path / name / "reproduce.json").read_text())
-    assert report["smoke"] and report["step"] == SMOKE_STEPS
+        best = torch.load(tmp_path / f"{step}_smoke" / "best.pth", weights_only=True)["meta"]
+        assert best["step"] == SMOKE_STEPS
+        assert best["padding"] == flag(train, "--padding", best["padding"])
+        assert best["arch"] == flag(train, "--arch", "9-5-5")
+        last = torch.load(tmp_path / f"{step}_smoke" / "last.pth", weights_only=True)
+        assert last["train_seconds"] > 0 and float(last["args"]["lr"]) == float(flag(train, "--lr"))
+        assert last["args"]["init"] == (str(tmp_path / f"{recipes[step]['init']}_smoke" / "best.pth")
+                                        if recipes[step]["init"] else "None")
+    report = json.loads((tmp_path / f"{name}_smoke" / "reproduce.json").read_text())
+    assert report["smoke"] and report["step"] == SMOKE_STEPS and report["machine"]["cores"] >= 1
     assert report["benchmarks"]["Set5"]["shipped_psnr"] == read_manifest()[recipe["ships"]]["benchmarks"]["Set5"]["psnr"]
     assert f"{name} Set5:" in result.stdout
-    # run again, the same command picks up where it is: nothing made twice, the finished run not trained further
+    # the same command again picks up where it is: nothing made twice, the finished run not trained further
     again = run_module("weights.reproduce", name, "--data", data, "--output-dir", tmp_path, "--smoke")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "wrote" not in again.stdout and torch.load(tmp_path / name / "last.pth", weights_only=True)["step"] == SMOKE_STEPS
+    assert "wrote" not in again.stdout
+    assert torch.load(tmp_path / f"{name}_smoke" / "last.pth", weights_only=True)["step"] == SMOKE_STEPS
+    # a full run never continues the smoke run: its own patch file and folder
+    assert not (tmp_path / f"{name}.h5").exists() and not (tmp_path / name).exists()
+
+
+def test_a_patch_file_made_from_other_settings_is_refused(data, tmp_path):
+    name = sorted(read_recipes())[0]
+    (tmp_path / f"{name}_smoke.h5").write_bytes(b"made by hand")
+    assert_clean_error(run_module("weights.reproduce", name, "--data", data, "--output-dir", tmp_path, "--smoke"),
+                       f"{name}_smoke.h5", "delete it")
+
+
+def test_missing_data_is_one_line_before_any_work(tmp_path):
+    name = sorted(read_recipes())[0]
+    (tmp_path / "data").mkdir()
+    result = run_module("weights.reproduce", name, "--data", tmp_path / "data", "--output-dir", tmp_path / "out")
+    assert_clean_error(result, str(tmp_path / "data" / "T91"), "not found")
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_init_chain_is_made_in_order_and_a_loop_or_a_missing_recipe_is_refused():
@@ -52,5 +71,11 @@ def test_an_init_chain_is_made_in_order_and_a_loop_or_a_missing_recipe_is_refuse
         chain({"b": {"init": "x"}}, "b")
 
 
-def test_an_unknown_recipe_is_one_line(tmp_path):
-    assert_clean_error(run_module("weights.reproduce", "srcnn_x9", "--output-dir", tmp_path), "srcnn_x9")
+def test_a_malformed_recipes_file_names_itself_and_the_missing_key(tmp_path):
+    broken = tmp_path / "recipes.json"
+    broken.write_text("{")
+    with pytest.raises(ValueError, match="recipes.json"):
+        read_recipes(broken)
+    broken.write_text(json.dumps({"srcnn_x3": {key: None for key in KEYS if key != "train"}}))
+    with pytest.raises(ValueError, match="recipe 'srcnn_x3' has no train"):
+        read_recipes(broken)

@@ -112,6 +112,11 @@ def test_resume_continues_exactly(tmp_path, tiny_eval):
     minutes = [row["minutes"] for row in record["curve"]]
     assert minutes == sorted(minutes) and record["reached"]["step"] == 12
     assert minutes[-1] == pytest.approx(b["train_seconds"] / 60, abs=0.01)
+    # a target between two validations is first reached at the first row at or above it
+    psnrs = [row["psnr"] for row in record["curve"]]
+    target = (min(psnrs) + max(psnrs)) / 2
+    first = next(row["step"] for row in record["curve"] if row["psnr"] >= target)
+    assert f"(step {first})" in run_module("benchmarks.time_to_quality", split, "--target", target).stdout
     assert "100.0 dB not reached" in run_module("benchmarks.time_to_quality", split, "--target", 100).stdout
     plotted = run_module("benchmarks.plot_curves", split, "--clock", "--output", tmp_path / "clock.png")
     assert plotted.returncode == 0, plotted.stderr
@@ -230,10 +235,11 @@ def test_interrupt_then_resume_gives_bit_identical_weights(tmp_path, tiny_eval):
     assert "interrupted by SIGINT" in "".join(seen)
     state = torch.load(split / "last.pth", weights_only=True)
     assert 20 <= state["step"] < 100 and state["batches_done"] == state["step"] % 50 != 0
+    assert state["train_seconds"] > 0  # the cut epoch's steps are on the training clock
     resumed = run("train.py", *common, "--output-dir", split, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = (torch.load(d / "last.pth", weights_only=True) for d in (straight, split))
-    assert a["step"] == b["step"] == 100
+    assert a["step"] == b["step"] == 100 and b["train_seconds"] > state["train_seconds"]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
 

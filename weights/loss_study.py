@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +36,8 @@ import numpy as np
 from skimage import data as skimage_data
 
 import cli
-from checkpoints import load_checkpoint
+from checkpoints import has_checkpoint, load_checkpoint
+from child_process import run_to_the_end
 from comparison import crop_grid
 from datasets import eval_pairs
 from evaluate import evaluate_pairs, psnr_ssim, upscale
@@ -95,25 +95,8 @@ def train_command(args: argparse.Namespace, loss: str, max_steps: int) -> list[s
             *(["--resume"] if has_checkpoint(run_dir) else [])]
 
 
-def has_checkpoint(run_dir: Path) -> bool:
-    """last.pth, or the previous-last.pth a kill between two renames can leave alone."""
-    return any((run_dir / name).exists() for name in ("last.pth", "previous-last.pth"))
-
-
 def steps_done(run_dir: Path) -> int:
     return load_checkpoint(run_dir / "last.pth")["step"] if has_checkpoint(run_dir) else 0
-
-
-def run_to_the_end(command: list[str]) -> int:
-    """A child process that gets our SIGINT/SIGTERM and is waited for, so train.py can save before exiting."""
-    child = subprocess.Popen(command)
-    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return child.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def check_settings(args: argparse.Namespace) -> None:

@@ -6,34 +6,41 @@ shipped file is measured: protocol PSNR/SSIM on Set5 and Set14, beside the shipp
 
 A recipe whose `init` is another recipe runs that one first. Each step is skipped when its output is
 already there, and a stopped run is continued (train.py --resume), so the same command picks up after
-an interruption. The result, with the training clock (train.py's time/train_seconds), goes to
+an interruption (Ctrl-C reaches preprocess.py or train.py, which save before they exit). Smoke runs
+use their own files (<name>_smoke). The result, with the training clock (train.py's
+time/train_seconds: minutes in training steps, validation not counted) and the machine, goes to
 <output-dir>/<recipe>/reproduce.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 
+import torch
+
 import cli
-from checkpoints import CHECKPOINT_FILES
+from checkpoints import has_checkpoint
+from child_process import run_to_the_end
 from evaluate import evaluate_dataset
-from files import make_folder, write_text
+from files import check_writable, make_folder, write_text
 from hub import read_manifest
 from inference import Upscaler
 from models import WeightsError, load_model
+from path_choice import cpu_model
+from recipes import (chain, patch_file, patch_settings, preprocess_args, read_recipes, run_folder, scale,
+                     train_args)
 from run_logs import clock_curve, first_reaching
-from recipes import chain, patch_file, preprocess_args, read_recipes, run_folder, train_args
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ("Set5", "Set14")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    recipes = read_recipes()
     parser = cli.parser(__doc__)
-    parser.add_argument("recipe", choices=sorted(recipes), help="the recipe (a shipped file's name, no .pth)")
+    parser.add_argument("recipe", choices=sorted(read_recipes()), help="the recipe (a shipped file's name, no .pth)")
     cli.add_data(parser)
     cli.add_output_dir(parser, Path("runs/recipes"), "where the patch files and run folders go")
     parser.add_argument("--smoke", action="store_true",
@@ -41,44 +48,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def script(name: str, args: list[str]) -> None:
-    """Run one of the repo's scripts; its own one-line error is the message if it fails."""
-    if subprocess.run([sys.executable, str(ROOT / name), *args], cwd=ROOT).returncode != 0:
-        raise SystemExit(f"error: {name} {' '.join(args[:2])} ... failed (its message is above)")
+def check_inputs(recipes: dict, names: list[str], args: argparse.Namespace) -> None:
+    """Every folder the chain reads, and a writable output folder, before any of its minutes."""
+    needed = [args.data / source for name in names for source in recipes[name]["images"]]
+    needed += [args.data / recipes[name]["eval"] for name in names]
+    needed += [args.data / dataset / f"x{scale(recipes[names[-1]])}" for dataset in BENCHMARKS]
+    missing = [str(folder) for folder in needed if not folder.is_dir()]
+    if missing:
+        raise SystemExit(f"error: recipe {args.recipe} needs {', '.join(dict.fromkeys(missing))} (not found; see "
+                         "the README's 'Data')")
+    make_folder(args.output_dir)
+    check_writable(args.output_dir)
+
+
+def script(name: str, step: str, args: list[str]) -> None:
+    """One of the repo's scripts, waited for; its own one-line error is the message if it fails."""
+    if run_to_the_end([sys.executable, str(ROOT / name), *args]) != 0:
+        raise SystemExit(f"error: {step}: {name} failed (its message is above)")
 
 
 def make_patches(recipes: dict, name: str, args: argparse.Namespace) -> None:
-    out = patch_file(args.output_dir, name)
+    """The recipe's patch file, unless one made from the same settings is there (a different one is refused)."""
+    out, settings = patch_file(args.output_dir, name, args.smoke), patch_settings(recipes[name], args.smoke)
+    record = out.with_name(out.name + ".recipe.json")
     if out.exists():
+        if not record.exists() or json.loads(record.read_text()) != settings:
+            raise SystemExit(f"error: {out} was not made from recipe {name}'s current settings ({record}); "
+                             "delete it to make it again")
         return
     partial = out.with_name(out.name + ".partial")
-    script("preprocess.py", [*preprocess_args(recipes[name], name, args.data, args.output_dir, args.smoke),
-                             *(["--resume"] if partial.exists() else [])])
+    script("preprocess.py", f"recipe {name}, patches", [*preprocess_args(recipes[name], name, args.data,
+                                                                           args.output_dir, args.smoke),
+                                                          *(["--resume"] if partial.exists() else [])])
+    write_text(record, json.dumps(settings) + "\n")
 
 
 def train(recipes: dict, name: str, args: argparse.Namespace) -> None:
-    folder = run_folder(args.output_dir, name)
-    started = any((folder / f).exists() for f in CHECKPOINT_FILES)
-    script("train.py", [*train_args(recipes, name, args.data, args.output_dir, args.smoke),
-                        *(["--resume"] if started else [])])
+    """train.py from scratch, or --resume where a checkpoint is (a finished run trains no further); logs
+    of a run killed before its first checkpoint are replaced."""
+    folder = run_folder(args.output_dir, name, args.smoke)
+    again = ["--resume"] if has_checkpoint(folder) else ["--overwrite"] if folder.exists() else []
+    script("train.py", f"recipe {name}, training", [*train_args(recipes, name, args.data, args.output_dir,
+                                                                   args.smoke), *again])
 
 
-def measure(recipes: dict, name: str, args: argparse.Namespace) -> dict:
-    """Set5 and Set14 of the run's best weights, the shipped file's beside them, and the training clock."""
-    recipe, best = recipes[name], run_folder(args.output_dir, name) / "best.pth"
+def measure(recipe: dict, best: Path, args: argparse.Namespace) -> dict:
+    """Set5 and Set14 of the run's best weights (chosen on the recipe's eval set), the shipped file's
+    beside them, the training clock and the machine."""
     model, meta = load_model(best)
     shipped = read_manifest().get(recipe["ships"], {}).get("benchmarks", {})
-    result = {"recipe": name, "ships": recipe["ships"], "smoke": args.smoke, "weights": str(best),
-              "step": meta["step"], "minutes_to_best": round(meta.get("train_seconds", 0.0) / 60, 1), "benchmarks": {}}
     reached = first_reaching(clock_curve(best.parent), recipe["target_psnr"])
-    result["target"] = {"psnr": recipe["target_psnr"], "reached_at_minutes": reached and reached["minutes"]}
-    for dataset in ("Set5",) if args.smoke else ("Set5", "Set14"):  # a smoke run shows the path, not a score
+    result = {"recipe": args.recipe, "ships": recipe["ships"], "smoke": args.smoke, "weights": str(best),
+              "selected_on": recipe["eval"], "step": meta["step"],
+              "minutes_to_best": round(meta["train_seconds"] / 60, 1),
+              "target": {"psnr": recipe["target_psnr"], "reached_at_minutes": reached and reached["minutes"]},
+              "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+                          "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+              "benchmarks": {}}
+    for dataset in BENCHMARKS[:1] if args.smoke else BENCHMARKS:  # a smoke run shows the path, not a score
         mean = evaluate_dataset(Upscaler(model, "eager"), args.data / dataset / f"x{meta['scale']}", meta["scale"],
                                 meta.get("color", "y"))["mean"]
         ours, theirs = round(mean["psnr"], 4), shipped.get(dataset, {}).get("psnr")
         result["benchmarks"][dataset] = {"psnr": ours, "ssim": round(mean["ssim"], 4), "shipped_psnr": theirs}
-        print(f"{name} {dataset}: {ours:.2f} dB" + (f" (shipped {recipe['ships']}: {theirs:.2f}, "
-                                                     f"{ours - theirs:+.2f})" if theirs else ""))
+        print(f"{args.recipe} {dataset}: {ours:.2f} dB" + (f" (shipped {recipe['ships']}: {theirs:.2f}, "
+                                                          f"{ours - theirs:+.2f})" if theirs else ""))
     return result
 
 
@@ -86,12 +119,15 @@ def measure(recipes: dict, name: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     args = build_parser().parse_args()
     recipes = read_recipes()
-    make_folder(args.output_dir)
-    for name in chain(recipes, args.recipe):
+    args.data, args.output_dir = args.data.resolve(), args.output_dir.resolve()  # the scripts run from the repo root
+    names = chain(recipes, args.recipe)
+    check_inputs(recipes, names, args)
+    for name in names:
         make_patches(recipes, name, args)
         train(recipes, name, args)
-    result = measure(recipes, args.recipe, args)
-    write_text(run_folder(args.output_dir, args.recipe) / "reproduce.json", json.dumps(result, indent=1) + "\n")
+    folder = run_folder(args.output_dir, args.recipe, args.smoke)
+    result = measure(recipes[args.recipe], folder / "best.pth", args)
+    write_text(folder / "reproduce.json", json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
