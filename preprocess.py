@@ -69,14 +69,15 @@ def cut_patches(image: np.ndarray, size: int, stride: int) -> np.ndarray:
 
 def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float, lr_size: bool,
                color: str = "y", max_pixels: int = MAX_PIXELS, downscales: tuple[float, ...] = (),
-               mix_seed: int | None = None) -> tuple[Path, object]:
+               mix_seed: int | None = None, mix: dict = degradations.MIX) -> tuple[Path, object]:
     """(path, (lr, hr) uint8 patches[, their degradations]) for one image, or (path, reason) when it must be skipped.
 
     The LR patches are cut from the bicubic-upscaled image (SRCNN's input), or with `lr_size` from
     the LR image itself (FSRCNN's): size // scale pixels on a stride // scale grid, each matched to
     the HR patch it covers. Patches are N x P x P for Y, N x 3 x P x P for YCbCr or RGB. Each factor
     in `downscales` adds the patches of the image shrunk by it (factors too small for a patch add none).
-    With `mix_seed`, each patch is degraded its own way (mixed_patches) and their names come third.
+    With `mix_seed`, each patch is degraded its own way, drawn from `mix` (mixed_patches), and their names
+    come third.
     """
     try:
         image = load_image(path, max_pixels)
@@ -95,7 +96,7 @@ def patches_of(path: Path, scale: int, size: int, stride: int, blur_sigma: float
             continue
         if mix_seed is not None:  # one stream per image and factor: the same patches in any worker, on any resume
             rng = np.random.default_rng([mix_seed, zlib.crc32(path.name.encode()), index])
-            lr, hr_patches, names = mixed_patches(hr, scale, size, stride, lr_size, rng)
+            lr, hr_patches, names = mixed_patches(hr, scale, size, stride, lr_size, rng, mix)
             pairs.append((as_patches(np.stack([to_uint8(to_color(p, color)) for p in lr]), color),
                           as_patches(np.stack([to_uint8(to_color(p, color)) for p in hr_patches]), color),
                           np.array(names, dtype=object)))
@@ -115,7 +116,8 @@ def as_patches(patches: np.ndarray, color: str) -> np.ndarray:
 
 
 def mixed_patches(hr: np.ndarray, scale: int, size: int, stride: int, lr_size: bool,
-                  rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+                  rng: np.random.Generator, mix: dict = degradations.MIX
+                  ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """(LR patches, HR patches, degradation names) of a modcropped HR image, each patch degraded its own way
     (degradations.sample). The patch's region plus a margin of 8 LR pixels on each side (mirrored past
     the image's edges) is degraded, and upscaled for SRCNN, then its centre kept: no patch sees the
@@ -127,7 +129,7 @@ def mixed_patches(hr: np.ndarray, scale: int, size: int, stride: int, lr_size: b
     lr_patches, hr_patches, names = [], [], []
     for y in range(0, hr.shape[0] - hr_side + 1, step):
         for x in range(0, hr.shape[1] - hr_side + 1, step):
-            degradation = degradations.sample(rng)
+            degradation = degradations.sample(rng, mix)
             lr = degradations.apply(padded[y:y + region, x:x + region], scale, degradation)
             if lr_size:
                 start, side = margin // scale, hr_side // scale
@@ -235,14 +237,14 @@ def resume_point(out: h5py.File, paths: list[Path], roots: list[Path]) -> int:
 
 
 def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, progress: tqdm,
-               mix_seed: int | None = None) -> tuple[int, list[str]]:
+               mix_seed: int | None = None, mix: dict = degradations.MIX) -> tuple[int, list[str]]:
     """Whole images for validation: groups lr/<i> and hr/<i> of uint8 images (RGB or gray), each with its name.
-    With `mix_seed`, each image's LR is made by its own draw from degradations.MIX, kept as an attribute."""
+    With `mix_seed`, each image's LR is made by its own draw from `mix`, kept as an attribute."""
     count = 0
     for name, hr, lr in benchmark_pairs(folder, scale, blur_sigma):
         progress.update()
         if mix_seed is not None:
-            degradation = degradations.sample(np.random.default_rng([mix_seed, zlib.crc32(name.encode())]))
+            degradation = degradations.sample(np.random.default_rng([mix_seed, zlib.crc32(name.encode())]), mix)
             lr = degradations.apply(hr, scale, degradation)
         ensure_space(out, hr.nbytes + lr.nbytes)
         for group, image in (("lr", lr), ("hr", hr)):
@@ -278,9 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--degradation", choices=["matlab", "mix"], default="matlab",
                         help="matlab: the SR protocol's (blur if asked, MATLAB bicubic); mix: every patch its own, "
                              "drawn from degradations.MIX (the robust weights' training data)")
+    parser.add_argument("--mix-kernels", nargs="+", choices=degradations.KERNELS, default=list(degradations.KERNELS),
+                        metavar="KERNEL", help="--degradation mix draws the resize kernel uniformly from this list: "
+                        "name one twice to draw it twice as often (one of %(choices)s)")
     parser.add_argument("--seed", type=int, default=123, help="seeds --degradation mix's draws")
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
-    parser.add_argument("--output", type=Path, help="the HDF5 file (default: output/<source>_x<scale>[_eval].h5)")
+    parser.add_argument("--output", type=Path, help="the HDF5 file (default: output/<source>_x<scale>[_<settings>][_eval].h5)")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="refuse larger images (decompression bombs)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its OUTPUT.partial file (same images and settings)")
@@ -322,17 +327,23 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--eval reads one folder of images")
     args.roots = args.images or [args.holopix50k]
     args.color = "y" if args.channels == 1 else args.color
+    if args.mix_kernels != list(degradations.KERNELS) and args.degradation != "mix":
+        parser.error("--mix-kernels sets --degradation mix's draws: not with --degradation matlab")
+    args.mix = {**degradations.MIX, "kernels": args.mix_kernels}
     return args
 
 
 def default_output(args: argparse.Namespace) -> Path:
-    """output/<source>[+<source>...]_x<scale>[_lr][_<colour>][_downscaled][_mix].h5, or
-    output/<source>_x<scale>_eval.h5."""
+    """output/<source>[+<source>...]_x<scale>[_lr][_<colour>][_downscaled][_mix[-<counts>]][_eval].h5;
+    <counts>: how often --mix-kernels names each kernel, in degradations.KERNELS order, where that is not
+    once each (the default)."""
     # Set5/x3 -> Set5: a benchmark folder is named after its set, not its scale
     name = "+".join(root.parent.name if root.name == f"x{args.scale}" else root.name for root in args.images) \
         if args.images else f"holopix50k_{args.split}"
-    suffix = "_eval" if args.eval else ("_lr" if args.lr_size else "") + ("" if args.color == "y" else f"_{args.color}") + (
-        "_downscaled" if args.downscale else "") + ("_mix" if args.degradation == "mix" else "")
+    mix = "" if args.degradation != "mix" else "_mix" if args.mix_kernels == list(degradations.KERNELS) else \
+        "_mix-" + "".join(str(args.mix_kernels.count(kernel)) for kernel in degradations.KERNELS)
+    suffix = mix + "_eval" if args.eval else ("_lr" if args.lr_size else "") + (
+        "" if args.color == "y" else f"_{args.color}") + ("_downscaled" if args.downscale else "") + mix
     return Path("output") / f"{name}_x{args.scale}{suffix}.h5"
 
 
@@ -345,7 +356,7 @@ def file_settings(args: argparse.Namespace) -> dict:
         settings.update(patch_size=hr_side, lr_patch_size=lr_side, stride=args.stride, lr_size=args.lr_size,
                         downscales=" ".join(map(str, args.downscale)))
     if args.degradation == "mix":
-        settings.update(seed=args.seed, degradation_mix=json.dumps(degradations.MIX))
+        settings.update(seed=args.seed, degradation_mix=json.dumps(args.mix))
     return settings
 
 
@@ -366,7 +377,7 @@ def fill(out: h5py.File, args: argparse.Namespace, paths: list[Path], resuming: 
     out.attrs.update(settings, source=" ".join(map(str, args.roots)), preset=args.preset,
                      arguments=json.dumps({k: str(v) for k, v in vars(args).items()}))
     if args.eval:
-        return write_eval(out, args.roots[0], args.scale, args.blur_sigma, progress, mix_seed)
+        return write_eval(out, args.roots[0], args.scale, args.blur_sigma, progress, mix_seed, args.mix)
     patch_datasets(out, *patch_sides(args), args.channels, mixed=args.degradation == "mix")
     start = resume_point(out, paths, args.roots) if resuming else 0
     if resuming:
@@ -374,7 +385,7 @@ def fill(out: h5py.File, args: argparse.Namespace, paths: list[Path], resuming: 
     progress.update(start)
     work = partial(patches_of, scale=args.scale, size=args.patch_size, stride=args.stride, blur_sigma=args.blur_sigma,
                    lr_size=args.lr_size, color=args.color, max_pixels=args.max_pixels, downscales=tuple(args.downscale),
-                   mix_seed=mix_seed)
+                   mix_seed=mix_seed, mix=args.mix)
     if args.workers == 1:
         return write_patches(out, map(work, paths[start:]), args.roots, progress)
     with multiprocessing.Pool(args.workers) as pool:

@@ -1,6 +1,8 @@
 """The degradations a real LR photo may have been through, and preprocess.py --degradation mix."""
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -70,12 +72,15 @@ def test_sample_draws_what_mix_says():
     assert {d.jpeg_quality for d in compressed} == set(range(60, 96))
     assert [str(degradations.sample(np.random.default_rng(7))) for _ in range(2)] == \
         [str(degradations.sample(np.random.default_rng(7)))] * 2
+    weighted = {**degradations.MIX, "kernels": ["cv2-cubic", "cv2-cubic", "matlab"]}
+    kernels = [degradations.sample(rng, weighted).kernel for _ in range(3000)]
+    assert set(kernels) == {"cv2-cubic", "matlab"} and 0.63 < kernels.count("cv2-cubic") / 3000 < 0.70
 
 
 def test_mixed_patches_away_from_the_border_are_the_whole_images(photo, monkeypatch):
     """With every draw the protocol's, each FSRCNN patch cut from its own padded region equals the patch of the
     whole degraded image wherever the region lies inside it (8 LR pixels from every edge)."""
-    monkeypatch.setattr(degradations, "sample", lambda rng: Degradation("matlab"))
+    monkeypatch.setattr(degradations, "sample", lambda rng, mix: Degradation("matlab"))
     lr_patches, hr_patches, names = preprocess.mixed_patches(photo, 3, 24, 12, True, np.random.default_rng(0))
     lr_whole = degrade(photo, 3)[0]
     corners = [(y, x) for y in range(0, 120 - 24 + 1, 12) for x in range(0, 132 - 24 + 1, 12)]
@@ -109,6 +114,24 @@ def test_preprocess_mix_is_seeded_recorded_and_reads_several_folders(tmp_path):
     assert len({Degradation.parse(n).kernel for n in names}) == 5 and any("+jpeg" in n for n in names)
     result = run("preprocess.py", "--images", tmp_path / "a", "--scale", 3, "--degradation", "mix", "--blur-sigma", 0.5)
     assert result.returncode == 2 and "mix" in result.stderr.splitlines()[-1]
+    result = run("preprocess.py", "--images", tmp_path / "a", "--scale", 3, "--mix-kernels", "cv2-cubic")
+    assert result.returncode == 2 and "--degradation mix" in result.stderr.splitlines()[-1]
+
+
+def test_mix_kernels_weights_the_draws_and_names_the_file(tmp_path):
+    """Naming a kernel twice draws it twice as often; the file's default name and attributes say so, and the
+    default (each kernel once) keeps the plain _mix name."""
+    (tmp_path / "photos").mkdir()
+    save_image(tmp_path / "photos" / "one.png", skimage_data.astronaut()[:120, :132])
+    for kernels, name in ((["cv2-cubic", "cv2-cubic", "cv2-area"], "photos_x2_mix-00201.h5"),
+                          (list(degradations.KERNELS), "photos_x2_mix.h5")):
+        result = run("preprocess.py", "--images", tmp_path / "photos", "--scale", 2, "--degradation", "mix",
+                     "--mix-kernels", *kernels, "--workers", 1, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        with h5py.File(tmp_path / "output" / name, "r") as f:
+            assert json.loads(f.attrs["degradation_mix"])["kernels"] == kernels
+            drawn = {Degradation.parse(n.decode()).kernel for n in f["degradations"][:]}
+            assert drawn == set(kernels), drawn
 
 
 def test_an_eval_file_gives_each_image_its_own_recorded_degradation(tmp_path):
