@@ -66,6 +66,17 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding T91/, Set5/ and Set14/")
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """--size WIDTHxHEIGHT (the benchmarks' photos), for argparse."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 640x360)") from None
+    if min(width, height) < 8:
+        raise argparse.ArgumentTypeError(f"{text}: both sides must be 8 pixels or more")
+    return width, height
+
+
 @contextlib.contextmanager
 def one_line_errors(*expected: type[Exception]) -> Iterator[None]:
     """A script's `main` (as a decorator) or a block: a failed write, a folder or file another process holds,

@@ -37,7 +37,6 @@ from utils import (COLORS, MAX_PIXELS, MIN_MEASURED_SIDE, ImageError, WeightsErr
 
 # PyTorch (models.py, inference.py) is imported inside the functions that need it: it takes 1-2 s to
 # import, longer than FSRCNN takes to upscale a photo, and a run on a ready ONNX graph never needs it.
-PNG_LEVEL = 1  # zlib effort for the images written: OpenCV's default, 4x faster than Pillow's 6 for 14% more bytes
 
 SAMPLES = ["coffee", "astronaut", "chelsea", "rocket", "camera"]  # bundled with scikit-image, no download
 
@@ -271,7 +270,7 @@ def restore(network: Network, image: np.ndarray, name: str, args: argparse.Names
 def write_outputs(outputs: dict[Path, np.ndarray]) -> None:
     for path, image in outputs.items():
         make_folder(path.parent)
-        save_image(path, image, PNG_LEVEL)
+        save_image(path, image, fast_png=True)
 
 
 def print_table(result: dict, label: str) -> None:

@@ -70,21 +70,10 @@ class BenchmarkError(Exception):
     """A command that failed or wrote the wrong output; the message names it, for one `error: ...` line."""
 
 
-def image_size(text: str) -> tuple[int, int]:
-    """WIDTHxHEIGHT for argparse."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 640x360)") from None
-    if min(width, height) < 8:
-        raise argparse.ArgumentTypeError(f"{text}: both sides must be 8 pixels or more")
-    return width, height
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     cli.add_scale(parser)
-    parser.add_argument("--size", type=image_size, default=(640, 360), metavar="WxH",
+    parser.add_argument("--size", type=cli.image_size, default=(640, 360), metavar="WxH",
                         help="the input photos' size (default: 640x360)")
     parser.add_argument("--folder-size", type=int, default=20, help="photos in the folder")
     parser.add_argument("--pairs", type=int, default=7, help="counted (baseline, command) pairs per command, one image")

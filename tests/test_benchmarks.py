@@ -113,3 +113,12 @@ def test_end_to_end_errors_are_one_line_naming_the_command(peers, tmp_path):
                         "--test-args=--tile -1", "--output", tmp_path / "e.json", timeout=120)
     assert_clean_error(failed, "test.py-fsrcnn exited with 2", "--tile")
     assert not (tmp_path / "e.json").exists()
+
+
+def test_png_settings_times_every_setting_and_rle_beats_plain_level_1_on_size():
+    out = run_module("benchmarks.png_settings", "--size", "320x180", "--repeats", 1)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in out.stdout.splitlines()
+            if line.startswith("| level")}
+    assert len(rows) == 4 and rows["level 6 (Pillow's default)"][3].startswith("1.00x")
+    assert float(rows["level 1, RLE (OpenCV's default; test.py)"][2]) < float(rows["level 1"][2])
