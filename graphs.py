@@ -31,9 +31,12 @@ RECORD_KEY = "srcnn_graph"  # the ONNX metadata entry holding the graph's record
 
 
 def example_input(channels: int, halo: int) -> np.ndarray:
-    """The input export traces and every check runs: fixed, and made without PyTorch."""
+    """The input export traces and every check runs: fixed, every value in [0, 1) and its neighbours far
+    from it (steps of the golden ratio, mod 1), made without PyTorch and without numpy.random, whose
+    import alone costs ~10 ms of a 0.8 s FSRCNN upscale."""
     side = 2 * halo + 8
-    return np.random.default_rng(0).random((1, channels, side, side), dtype=np.float32)
+    steps = np.arange(channels * side * side, dtype=np.float64).reshape(1, channels, side, side)
+    return (steps * 0.6180339887498949 % 1).astype(np.float32)
 
 
 def encode_output(output: np.ndarray) -> str:

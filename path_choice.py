@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import time
-from importlib import metadata
 from typing import Callable
 
 import numpy as np
@@ -29,6 +28,20 @@ CACHE_NAME = "inference_paths.json"
 
 
 def _version(package: str) -> str:
+    """The installed version of `package`, from the name of its <name>-<version>.dist-info folder on
+    sys.path (the wheel layout pip installs), or importlib.metadata's answer where there is none: importing
+    importlib.metadata costs ~15 ms of a 0.8 s FSRCNN upscale, and importing the package far more."""
+    prefix = package + "-"
+    for folder in sys.path:
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            continue
+        found = [name[len(prefix):-len(".dist-info")] for name in names
+                 if name.startswith(prefix) and name.endswith(".dist-info")]
+        if found:
+            return found[0]
+    from importlib import metadata
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
