@@ -66,7 +66,7 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding T91/, Set5/ and Set14/")
 
 
-def image_size(text: str) -> tuple[int, int]:
+def photo_size(text: str) -> tuple[int, int]:
     """--size WIDTHxHEIGHT (the benchmarks' photos), for argparse."""
     try:
         width, height = (int(part) for part in text.lower().split("x"))

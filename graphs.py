@@ -28,12 +28,14 @@ TOLERANCE = 1e-4  # how far a graph's output on the example input may be from Py
 # test.py's x3 FSRCNN upscale of a 640x360 photo then peaks at 333 MiB instead of 552, as fast.
 BUDGET_SHARE = 8
 RECORD_KEY = "srcnn_graph"  # the ONNX metadata entry holding the graph's record (JSON)
+# which example_input a graph's record was made on: 1 (not recorded) drew it from numpy.random
+EXAMPLE_INPUT_VERSION = 2
 
 
 def example_input(channels: int, halo: int) -> np.ndarray:
-    """The input export traces and every check runs: fixed, every value in [0, 1) and its neighbours far
-    from it (steps of the golden ratio, mod 1), made without PyTorch and without numpy.random, whose
-    import alone costs ~10 ms of a 0.8 s FSRCNN upscale."""
+    """The input export traces and every check runs: fixed, in [0, 1), each value the previous one in
+    raster order plus the golden ratio, mod 1 (so no two are equal), made without PyTorch and without
+    numpy.random, whose import alone costs 12-26 ms under load (docs/speed.md) of a 0.8 s upscale."""
     side = 2 * halo + 8
     steps = np.arange(channels * side * side, dtype=np.float64).reshape(1, channels, side, side)
     return (steps * 0.6180339887498949 % 1).astype(np.float32)
@@ -103,6 +105,9 @@ def open_graph(path: Path, weights_sha256: str | None = None, expected: np.ndarr
                          f"test.py --export-onnx)") from None
     except Exception as err:  # onnxruntime raises its own types for unreadable or invalid graphs
         raise GraphError(f"{path}: not a loadable ONNX graph of this project ({first_line(err)})") from None
+    if record.get("example_input", 1) != EXAMPLE_INPUT_VERSION:
+        raise GraphError(f"{path}: exported by an older version of this project (another check input); export it "
+                         f"again (test.py --export-onnx, or python -m weights.export_graphs for a shipped file)")
     if weights_sha256 and record.get("weights_sha256") != weights_sha256:
         recorded = record.get("weights_sha256")
         raise GraphError(f"{path}: " + ("records no weights file (exported with --padding)" if recorded is None

@@ -23,7 +23,7 @@ from torch import nn
 
 from cli import INFERENCE_PATHS
 from files import atomic_write, make_folder
-from graphs import RECORD_KEY, GraphError, GraphUpscaler, encode_output, example_input, installed, open_graph
+from graphs import EXAMPLE_INPUT_VERSION, RECORD_KEY, GraphError, GraphUpscaler, encode_output, example_input, installed, open_graph
 from hub import cache_folder, file_sha256
 from models import FSRCNN, SRCNN, load_model, network_name
 from path_choice import MEASURE_SIDE, cached_rates, fastest, measure, store_rates
@@ -82,7 +82,8 @@ def graph_record(model: SRCNN | FSRCNN, meta: dict | None = None, weights_sha256
             "scale": getattr(model, "scale", None), "halo": model.halo, "channels": model.config()["channels"],
             "bytes_per_pixel": activation_bytes_per_pixel(model), "config": model.config(),
             "meta": {key: meta[key] for key in ("color", "blur_sigma", "scale", "degradation") if key in meta},
-            "weights_sha256": weights_sha256, "torch": torch.__version__, "example_output": encode_output(expected)}
+            "weights_sha256": weights_sha256, "torch": torch.__version__, "example_output": encode_output(expected),
+            "example_input": EXAMPLE_INPUT_VERSION}
 
 
 def _onnxruntime_run(model: SRCNN | FSRCNN, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -31,14 +31,18 @@ CACHE_NAME = "inference_paths.json"
 def _version(package: str) -> str:
     """The installed version of `package`, from the name of the <name>-<version>.dist-info folder beside
     it (the wheel layout pip installs), or importlib.metadata's answer where there is none: importing
-    importlib.metadata costs ~15 ms of a 0.8 s FSRCNN upscale, and importing the package far more."""
+    importlib.metadata costs 21-52 ms under load (docs/speed.md) of a 0.8 s upscale, and the package far more."""
     try:
         spec = importlib.util.find_spec(package)  # where it would be imported from; nothing is imported
     except (ImportError, ValueError):
         spec = None
     if spec is not None and spec.origin:
         prefix, folder = package + "-", os.path.dirname(os.path.dirname(spec.origin))
-        found = [name[len(prefix):-len(".dist-info")] for name in os.listdir(folder)
+        try:
+            names = os.listdir(folder)
+        except OSError:  # a built-in or zipped package, an unreadable folder
+            names = []
+        found = [name[len(prefix):-len(".dist-info")] for name in names
                  if name.startswith(prefix) and name.endswith(".dist-info")]
         if len(found) == 1:
             return found[0]

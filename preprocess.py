@@ -6,7 +6,8 @@ converted to the Y channel of MATLAB's rgb2ycbcr (or, with --channels 3, to YCbC
 into --patch-size patches every --stride pixels. With --downscale, each image is also used shrunk by
 each factor (MATLAB bicubic) as the FSRCNN paper's data augmentation does. With --degradation mix,
 every patch gets its own degradation drawn from degradations.MIX (resize kernel, blur, JPEG; seeded by
---seed and the image's name, recorded per patch in the file's `degradations` dataset).
+--seed and the image's name, recorded per patch in the file's `degradations` dataset); --mix-kernels
+weights the kernels.
 
     python preprocess.py --images data/T91 --scale 3 --preset paper
     python preprocess.py --images data/T91 --scale 3 --lr-size                 # for FSRCNN
@@ -280,9 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--degradation", choices=["matlab", "mix"], default="matlab",
                         help="matlab: the SR protocol's (blur if asked, MATLAB bicubic); mix: every patch its own, "
                              "drawn from degradations.MIX (the robust weights' training data)")
-    parser.add_argument("--mix-kernels", nargs="+", choices=degradations.KERNELS, default=list(degradations.KERNELS),
-                        metavar="KERNEL", help="--degradation mix draws the resize kernel uniformly from this list: "
-                        "name one twice to draw it twice as often (one of %(choices)s)")
+    parser.add_argument("--mix-kernels", nargs="+", choices=degradations.KERNELS, metavar="KERNEL",
+                        help="--degradation mix draws the resize kernel uniformly from this list: name one twice to "
+                        "draw it twice as often, up to 9 times (of %(choices)s; default: each once)")
     parser.add_argument("--seed", type=int, default=123, help="seeds --degradation mix's draws")
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
     parser.add_argument("--output", type=Path, help="the HDF5 file (default: output/<source>_x<scale>[_<settings>][_eval].h5)")
@@ -327,8 +328,13 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--eval reads one folder of images")
     args.roots = args.images or [args.holopix50k]
     args.color = "y" if args.channels == 1 else args.color
-    if args.mix_kernels != list(degradations.KERNELS) and args.degradation != "mix":
+    if args.mix_kernels and args.degradation != "mix":
         parser.error("--mix-kernels sets --degradation mix's draws: not with --degradation matlab")
+    counts = [(args.mix_kernels or degradations.KERNELS).count(kernel) for kernel in degradations.KERNELS]
+    if max(counts) > 9:
+        parser.error("--mix-kernels names a kernel at most 9 times (its count is one digit of the file name)")
+    # in KERNELS order, whatever the order given: the same mix draws the same patches under the same name
+    args.mix_kernels = [kernel for kernel, count in zip(degradations.KERNELS, counts) for _ in range(count)]
     args.mix = {**degradations.MIX, "kernels": args.mix_kernels}
     return args
 

@@ -115,8 +115,8 @@ def save_image(path: str | Path, image: np.ndarray, fast_png: bool = False) -> N
     """Write a uint8 (or 0..255 float, rounded) image atomically (files.atomic_write: a failed write is a
     WriteError naming the path, and no half-written file remains). A PNG is written with Pillow's default
     zlib settings (level 6) for the repo's figures, or with `fast_png` with OpenCV's (level 1, the RLE
-    strategy) for test.py's outputs: on 1080p photos 5x faster than level 6, and 7% faster and 10% smaller
-    than level 1 with zlib's default strategy."""
+    strategy) for test.py's outputs: on 1080p photos 4x faster than level 6 for the same size, and 7%
+    faster and 15% smaller than level 1 with zlib's default strategy (benchmarks/png_settings.py)."""
     path = Path(path)
     image_format = path.suffix.lstrip(".").upper().replace("JPG", "JPEG")
     options = {"compress_level": 1, "compress_type": zlib.Z_RLE} if image_format == "PNG" and fast_png else {}

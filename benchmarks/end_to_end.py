@@ -73,7 +73,7 @@ class BenchmarkError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     cli.add_scale(parser)
-    parser.add_argument("--size", type=cli.image_size, default=(640, 360), metavar="WxH",
+    parser.add_argument("--size", type=cli.photo_size, default=(640, 360), metavar="WxH",
                         help="the input photos' size (default: 640x360)")
     parser.add_argument("--folder-size", type=int, default=20, help="photos in the folder")
     parser.add_argument("--pairs", type=int, default=7, help="counted (baseline, command) pairs per command, one image")

@@ -31,7 +31,7 @@ SETTINGS = {  # name: Pillow's PNG options
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
-    parser.add_argument("--size", type=cli.image_size, default=(1920, 1080), metavar="WxH",
+    parser.add_argument("--size", type=cli.photo_size, default=(1920, 1080), metavar="WxH",
                         help="the photos' size (default: 1920x1080)")
     parser.add_argument("--repeats", type=int, default=7, help="encodes per photo and setting (the best counts)")
     return parser
@@ -49,7 +49,10 @@ def encode_seconds(image: Image.Image, options: dict, repeats: int) -> tuple[flo
 
 
 def main() -> None:
-    args = build_parser().parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be 1 or more")
     photos = [Image.fromarray(np.asarray(getattr(skimage_data, name)())).convert("RGB")
               .resize(args.size, Image.Resampling.BICUBIC) for name in PHOTOS]
     print(f"{len(photos)} photos at {args.size[0]}x{args.size[1]}, best of {args.repeats}:")

@@ -123,15 +123,23 @@ def test_mix_kernels_weights_the_draws_and_names_the_file(tmp_path):
     default (each kernel once) keeps the plain _mix name."""
     (tmp_path / "photos").mkdir()
     save_image(tmp_path / "photos" / "one.png", skimage_data.astronaut()[:120, :132])
-    for kernels, name in ((["cv2-cubic", "cv2-cubic", "cv2-area"], "photos_x2_mix-00201.h5"),
-                          (list(degradations.KERNELS), "photos_x2_mix.h5")):
+    weighted = ["cv2-cubic", "cv2-cubic", "cv2-area"]
+    for given, name in ((["cv2-area", "cv2-cubic", "cv2-cubic"], "photos_x2_mix-00201.h5"),  # any order: KERNELS'
+                        (list(reversed(degradations.KERNELS)), "photos_x2_mix.h5")):
         result = run("preprocess.py", "--images", tmp_path / "photos", "--scale", 2, "--degradation", "mix",
-                     "--mix-kernels", *kernels, "--workers", 1, cwd=tmp_path)
+                     "--mix-kernels", *given, "--workers", 1, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         with h5py.File(tmp_path / "output" / name, "r") as f:
-            assert json.loads(f.attrs["degradation_mix"])["kernels"] == kernels
+            kernels = json.loads(f.attrs["degradation_mix"])["kernels"]
+            assert kernels == (weighted if "-" in name else list(degradations.KERNELS))
             drawn = {Degradation.parse(n.decode()).kernel for n in f["degradations"][:]}
             assert drawn == set(kernels), drawn
+    result = run("preprocess.py", "--images", tmp_path / "photos", "--scale", 2, "--degradation", "mix", "--eval",
+                 "--mix-kernels", *weighted, cwd=tmp_path)
+    assert result.returncode == 0 and (tmp_path / "output" / "photos_x2_mix-00201_eval.h5").is_file(), result.stderr
+    result = run("preprocess.py", "--images", tmp_path / "photos", "--scale", 2, "--degradation", "mix",
+                 "--mix-kernels", *["pil"] * 10, cwd=tmp_path)
+    assert result.returncode == 2 and "at most 9 times" in result.stderr.splitlines()[-1]
 
 
 def test_an_eval_file_gives_each_image_its_own_recorded_degradation(tmp_path):

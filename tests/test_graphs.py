@@ -43,7 +43,7 @@ def test_a_cpu_run_on_a_shipped_graph_skips_pytorch_and_gives_pytorchs_output(tm
     result, modules = imported_modules(*common, "--inference-path", "onnxruntime", "--device", "cpu",
                                        "--output-dir", tmp_path / "graph")
     assert result.returncode == 0, result.stderr
-    assert "onnxruntime" in modules and not modules & {"torch", "numpy.random", "importlib.metadata"}  # ~1.5 s, 10, 15 ms
+    assert "onnxruntime" in modules and not modules & {"torch", "numpy.random", "importlib.metadata"}  # docs/speed.md
     result, modules = imported_modules(*common, "--inference-path", "eager", "--output-dir", tmp_path / "eager")
     assert result.returncode == 0 and "torch" in modules
     graph, eager = (load_image(tmp_path / out / "lr_fsrcnn_x3.png").astype(int) for out in ("graph", "eager"))
@@ -202,3 +202,18 @@ def test_package_versions_read_from_dist_info_agree_with_importlib_metadata():
     for package in ("torch", "onnxruntime", "numpy"):
         assert path_choice._version(package) == metadata.version(package)
     assert path_choice._version("no-such-package-here") == "none"
+
+
+def test_a_graph_checked_on_the_old_example_input_is_refused_as_out_of_date(tmp_path):
+    """A graph exported before example_input changed (its record says no version) would fail its check as
+    "does not match the network"; it is named as out of date instead, with how to export it again."""
+    from inference import export_onnx, graph_record
+    from models import load_model
+    model, meta = load_model(REPO / "weights" / "fsrcnn_x3.pth")
+    record = graph_record(model, meta)
+    export_onnx(model, tmp_path / "new.onnx", record)
+    assert open_graph(tmp_path / "new.onnx").record["example_input"] == 2
+    del record["example_input"]
+    export_onnx(model, tmp_path / "old.onnx", record)
+    with pytest.raises(GraphError, match="older version of this project.*export it again"):
+        open_graph(tmp_path / "old.onnx")
