@@ -53,14 +53,12 @@ def upscale(upscaler: Network, lr: np.ndarray, bicubic: np.ndarray, color: str,
     """
     source = lr if upscaler.takes_lr else bicubic
     x = (to_color(source, color) / 255).astype(np.float32).transpose(2, 0, 1)[None]
-    out = upscaler.run_array(x, tile).clip(0, 1)[0].transpose(1, 2, 0).astype(np.float64) * 255
+    out = upscaler.run_array(x, tile)[0].transpose(1, 2, 0)  # H x W x C, 0..1 (float32)
     gray = bicubic.ndim == 2
     sr_y = protocol_y(out, color, gray)
     if color != "y":
-        return from_color(out, color, gray), sr_y
-    if gray:
-        return to_uint8(sr_y), sr_y
-    return with_y(bicubic, sr_y), sr_y
+        return from_color(out.clip(0, 1).astype(np.float64) * 255, color, gray), sr_y
+    return to_uint8(sr_y) if gray else with_y(bicubic, sr_y), sr_y
 
 
 def psnr_ssim(hr: np.ndarray, y: np.ndarray, scale: int) -> tuple[float, float]:

@@ -66,8 +66,8 @@ def test_colour_conversions_invert():
         x = to_color(rgb, color)
         assert x.shape == (6, 7, 3)
         assert np.abs(from_color(x, color, gray=False).astype(int) - rgb).max() <= 1  # 8-bit YCbCr rounding
-        np.testing.assert_array_equal(protocol_y(to_color(rgb, "rgb"), "rgb", False), y_channel(rgb))
+        np.testing.assert_array_equal(protocol_y(to_color(rgb, "rgb") / 255, "rgb", False), y_channel(rgb))
     gray = rgb[..., 0]
     np.testing.assert_array_equal(to_color(gray, "y")[..., 0], gray)
     np.testing.assert_array_equal(from_color(to_color(gray, "rgb"), "rgb", gray=True), gray)
-    np.testing.assert_array_equal(protocol_y(to_color(gray, "rgb"), "rgb", True), gray)
+    np.testing.assert_array_equal(protocol_y(to_color(gray, "rgb") / 255, "rgb", True), gray)

@@ -2,9 +2,11 @@
 import json
 
 import numpy as np
+import pytest
 import torch
-from conftest import assert_clean_error, need, run, textured_image
+from conftest import REPO, assert_clean_error, need, run, textured_image
 from PIL import Image
+from skimage import data as skimage_data
 
 import comparison
 from models import build_model
@@ -107,6 +109,22 @@ def test_default_run_uses_shipped_weights_on_coffee(tmp_path):
     bicubic, srcnn = (float(line.split(f"{k} PSNR ")[1].split()[0]) for k in ("bicubic", "SRCNN"))
     assert srcnn > bicubic + 0.5  # the shipped weights really restore detail
     assert (tmp_path / "coffee_srcnn_x3_comparison.png").exists()
+
+
+@pytest.mark.parametrize("network", ["fsrcnn_x3", "srcnn_x3"])
+def test_photo_upscale_matches_the_recorded_output_within_a_level(tmp_path, network):
+    """A real LR photo through the shipped weights against tests/data/coffee_crop_<network>.png, written
+    by test.py before the float32 colour work of issue #25, on the same path (auto may pick another,
+    whose float rounding can move a Y level and so an RGB value by 2): no value more than one 8-bit level apart, and
+    few even that (the float32 Y swap rounds about one value in 10^4 the other way)."""
+    Image.fromarray(skimage_data.coffee()[100:148, 200:264]).save(tmp_path / "crop.png")
+    result = run("test.py", "--image-file", tmp_path / "crop.png", "--low-res", "--scale", 3,
+                 "--weights-file", f"weights/{network}.pth", "--inference-path", "onnxruntime", "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    got = load_image(tmp_path / f"crop_{network}.png").astype(int)
+    recorded = load_image(REPO / "tests" / "data" / f"coffee_crop_{network}.png").astype(int)
+    assert got.shape == recorded.shape == (144, 192, 3)
+    assert np.abs(got - recorded).max() <= 1 and (got != recorded).mean() < 1e-3
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, weights):
