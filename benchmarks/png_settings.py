@@ -1,5 +1,5 @@
-"""How long Pillow takes to write a 1080p photo as PNG, and how big the file is, under each zlib setting:
-the reason test.py writes its outputs with OpenCV's settings (utils.save_image's fast_png).
+"""How long Pillow and OpenCV take to write a 1080p photo as PNG, and how big the file is, under each
+zlib setting: the reason test.py writes its outputs with OpenCV (utils.save_image's fast_png).
 
     python -m benchmarks.png_settings --repeats 7
 
@@ -13,20 +13,36 @@ import argparse
 import io
 import time
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 from skimage import data as skimage_data
 
 import cli
+from utils import fast_png_bytes
 
 PHOTOS = ("coffee", "astronaut", "chelsea", "rocket")
-SETTINGS = {  # name: Pillow's PNG options
-    "level 6 (Pillow's default)": {"compress_level": 6},
-    "level 1": {"compress_level": 1},
-    "level 1, RLE (OpenCV's default; test.py)": {"compress_level": 1, "compress_type": zlib.Z_RLE},
-    "level 1, Huffman only": {"compress_level": 1, "compress_type": zlib.Z_HUFFMAN_ONLY},
+PILLOW_SETTINGS = {  # name: Pillow's PNG options
+    "Pillow, level 6 (its default)": {"compress_level": 6},
+    "Pillow, level 1": {"compress_level": 1},
+    "Pillow, level 1, RLE": {"compress_level": 1, "compress_type": zlib.Z_RLE},
+    "Pillow, level 1, Huffman only": {"compress_level": 1, "compress_type": zlib.Z_HUFFMAN_ONLY},
 }
+
+
+def pillow_encoder(options: dict) -> Callable[[np.ndarray], bytes]:
+    def encode(image: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", **options)
+        return buffer.getvalue()
+    return encode
+
+
+def encoders() -> dict[str, Callable[[np.ndarray], bytes]]:
+    """{name: a function from a uint8 RGB image to PNG bytes}, Pillow's level 6 first (the baseline)."""
+    return {**{name: pillow_encoder(options) for name, options in PILLOW_SETTINGS.items()},
+            "OpenCV, level 1, RLE, Sub filter (its defaults; test.py)": fast_png_bytes}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,15 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def encode_seconds(image: Image.Image, options: dict, repeats: int) -> tuple[float, int]:
-    """(best time of `repeats` encodes, bytes) of one image as PNG with Pillow's `options`."""
+def encode_seconds(image: np.ndarray, encode: Callable[[np.ndarray], bytes], repeats: int) -> tuple[float, int]:
+    """(best time of `repeats` encodes, bytes) of one image."""
     best = float("inf")
     for _ in range(repeats):
-        buffer = io.BytesIO()
         start = time.perf_counter()
-        image.save(buffer, format="PNG", **options)
+        encoded = encode(image)
         best = min(best, time.perf_counter() - start)
-    return best, buffer.tell()
+    return best, len(encoded)
 
 
 def main() -> None:
@@ -53,13 +68,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be 1 or more")
-    photos = [Image.fromarray(np.asarray(getattr(skimage_data, name)())).convert("RGB")
-              .resize(args.size, Image.Resampling.BICUBIC) for name in PHOTOS]
+    photos = [np.asarray(Image.fromarray(np.asarray(getattr(skimage_data, name)())).convert("RGB")
+                         .resize(args.size, Image.Resampling.BICUBIC)) for name in PHOTOS]
     print(f"{len(photos)} photos at {args.size[0]}x{args.size[1]}, best of {args.repeats}:")
     print("| setting | seconds (all photos) | MB | x level 6 time |\n|---|---|---|---|")
     baseline = None
-    for name, options in SETTINGS.items():
-        seconds, size = map(sum, zip(*(encode_seconds(photo, options, args.repeats) for photo in photos)))
+    for name, encode in encoders().items():
+        seconds, size = map(sum, zip(*(encode_seconds(photo, encode, args.repeats) for photo in photos)))
         baseline = baseline or seconds
         print(f"| {name} | {seconds:.3f} | {size / 1e6:.2f} | {seconds / baseline:.2f}x |")
 
