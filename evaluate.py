@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from utils import from_color, protocol_y, psnr, ssim, to_color, to_uint8, upscale_bicubic, with_y, y_channel
+from utils import from_color, psnr, ssim, to_color, unit_to_uint8, upscale_bicubic, with_y, y_channel
 
 if TYPE_CHECKING:  # PyTorch is imported only where needed: a plain upscale on an ONNX graph never imports it
     from graphs import GraphUpscaler
@@ -55,10 +55,11 @@ def upscale(upscaler: Network, lr: np.ndarray, bicubic: np.ndarray, color: str,
     x = (to_color(source, color) / 255).astype(np.float32).transpose(2, 0, 1)[None]
     out = upscaler.run_array(x, tile)[0].transpose(1, 2, 0)  # H x W x C, 0..1 (float32)
     gray = bicubic.ndim == 2
-    sr_y = protocol_y(out, color, gray)
-    if color != "y":
-        return from_color(out.clip(0, 1).astype(np.float64) * 255, color, gray), sr_y
-    return to_uint8(sr_y) if gray else with_y(bicubic, sr_y), sr_y
+    if color != "y":  # measured on the Y of the 8-bit image it stands for (raw intensity if gray)
+        image = from_color(out.clip(0, 1).astype(np.float64) * 255, color, gray)
+        return image, y_channel(image)
+    sr_y = unit_to_uint8(out[..., 0])
+    return sr_y if gray else with_y(bicubic, sr_y), sr_y.astype(np.float64)
 
 
 def psnr_ssim(hr: np.ndarray, y: np.ndarray, scale: int) -> tuple[float, float]:

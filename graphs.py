@@ -30,6 +30,9 @@ BUDGET_SHARE = 8
 RECORD_KEY = "srcnn_graph"  # the ONNX metadata entry holding the graph's record (JSON)
 # which example_input a graph's record was made on: 1 (not recorded) drew it from numpy.random
 EXAMPLE_INPUT_VERSION = 2
+# ONNX Runtime's idle threads sleep instead of spin-waiting for more work, so that test.py's decode and
+# encode threads get the cores between tiles and images (path_choice's cache is keyed by this too)
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 
 
 def example_input(channels: int, halo: int) -> np.ndarray:
@@ -95,9 +98,8 @@ def open_graph(path: Path, weights_sha256: str | None = None, expected: np.ndarr
         raise GraphError("onnxruntime is not installed (pip install -r requirements.txt)") from None
     try:
         options = onnxruntime.SessionOptions()
-        # idle threads sleep instead of spin-waiting for the next run: a folder's decode and encode threads
-        # get the cores between tiles and images (10% less CPU time for a folder of 20, docs/speed.md)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        for key, value in SESSION_CONFIG.items():
+            options.add_session_config_entry(key, value)
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         record = json.loads(session.get_modelmeta().custom_metadata_map[RECORD_KEY])
         graph = GraphUpscaler(path, session, record)

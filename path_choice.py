@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from files import WriteError, make_folder, write_text
+from graphs import SESSION_CONFIG
 from hub import cache_folder
 
 CPU_PATHS = ("channels_last", "onnxruntime")  # the paths auto chooses between on a CPU
@@ -77,9 +78,10 @@ def _cores() -> int:
 
 def machine_key(config: dict) -> str:
     """The network and what its speed depends on: the CPU model and the cores used, the vector units
-    (flags) and the versions of PyTorch and ONNX Runtime."""
+    (flags), the versions of PyTorch and ONNX Runtime, and the ONNX Runtime session's settings."""
     return json.dumps({"cpu": cpu_model(), "cores": _cores(), "flags": _cpu_flags(), "torch": _version("torch"),
-                       "onnxruntime": _version("onnxruntime"), "network": config}, sort_keys=True)
+                       "onnxruntime": _version("onnxruntime"), "onnxruntime_config": SESSION_CONFIG,
+                       "network": config}, sort_keys=True)
 
 
 def _busy() -> bool:

@@ -237,30 +237,17 @@ def degradation(args: argparse.Namespace, trained_blur: float) -> str:
     return line
 
 
-class Prepared(NamedTuple):
-    name: str
-    hr: np.ndarray | None  # None for a --low-res input
-    lr: np.ndarray
-    bicubic: np.ndarray
-
-
-def prepare(image: np.ndarray, name: str, args: argparse.Namespace) -> Prepared:
-    """An input as the network's work needs it: a --low-res input and its bicubic upscale, or an HR input
-    modcropped with the LR image degraded from it and that LR's bicubic upscale."""
-    s = args.scale
-    if args.low_res:
-        return Prepared(name, None, image, upscale_bicubic(image, s))
-    hr = modcrop(image, s)
-    if min(hr.shape[:2]) < 2 * s:
-        raise ImageError(f"{name}: {hr.shape[1]}x{hr.shape[0]} is too small to downscale by {s}")
-    return Prepared(name, hr, *degrade(hr, s, args.blur_sigma))
-
-
-def restore(network: Network, prepared: Prepared, args: argparse.Namespace) -> tuple[dict[Path, np.ndarray], str]:
+def restore(network: Network, image: np.ndarray, name: str, args: argparse.Namespace) -> tuple[dict[Path, np.ndarray], str]:
     """The images to write for one input, and the line to print: <name>_<network>_xS.png; for an HR input
     (scored against it) or with --compare, <name>_bicubic_xS.png and <name>_<network>_xS_comparison.png too."""
     s, label = args.scale, network.name.upper().replace("_", " ")
-    name, hr, lr, bicubic = prepared
+    if args.low_res:
+        hr, lr, bicubic = None, image, upscale_bicubic(image, s)
+    else:
+        hr = modcrop(image, s)
+        if min(hr.shape[:2]) < 2 * s:
+            raise ImageError(f"{name}: {hr.shape[1]}x{hr.shape[0]} is too small to downscale by {s}")
+        lr, bicubic = degrade(hr, s, args.blur_sigma)
     sr, sr_y = upscale(network.upscaler, lr, bicubic, args.color, args.tile)
     outputs = {args.output_dir / f"{name}_{network.name}_x{s}.png": sr}
     measurable = hr is not None and min(hr.shape[:2]) - 2 * s >= MIN_MEASURED_SIDE  # one SSIM window once shaved
@@ -320,11 +307,10 @@ def check_output_size(source: str | Path, image: np.ndarray, args: argparse.Name
                          f"pixels; raise --max-pixels to accept it")
 
 
-def read_input(path: Path, args: argparse.Namespace) -> Prepared:
-    """An input file decoded, checked and prepared: in the pipeline's threads, beside the network."""
+def read_input(path: Path, args: argparse.Namespace) -> np.ndarray:
     image = load_image(path, args.max_pixels)
     check_output_size(path, image, args)
-    return prepare(image, path.stem, args)
+    return image
 
 
 AHEAD = 2  # images read, and outputs being written, beside the one the network works on
@@ -332,13 +318,14 @@ AHEAD = 2  # images read, and outputs being written, beside the one the network 
 
 def run_images(network: Network, args: argparse.Namespace) -> None:
     """The bundled sample, an image, or a folder of images in a small pipeline: the next images are
-    decoded and prepared (their bicubic upscale) and the last outputs encoded in threads while the network
-    runs (decoders, NumPy, encoders and ONNX Runtime release the GIL), with a progress bar for a folder; each line is printed once its
+    decoded and the last outputs encoded in threads while the network runs (decoders, encoders and
+    ONNX Runtime release the GIL), with a progress bar for a folder; each line is printed once its
     images are written."""
+    import cv2  # noqa: F401  the outputs' PNG encoder (utils.fast_png_bytes): if missing, stop before any work
     if args.image_file is None:
         image = getattr(skimage_data, args.sample)()
         check_output_size(args.sample, image, args)
-        outputs, line = restore(network, prepare(image, args.sample, args), args)
+        outputs, line = restore(network, image, args.sample, args)
         write_outputs(outputs)
         print(line)
         return
@@ -353,11 +340,11 @@ def run_images(network: Network, args: argparse.Namespace) -> None:
     with ThreadPoolExecutor(max_workers=AHEAD) as pool:
         reads = deque(pool.submit(read_input, path, args) for path in paths[:AHEAD])
         writes: deque = deque()
-        for i, _ in enumerate(progress):
-            prepared = reads.popleft().result()
+        for i, path in enumerate(progress):
+            image = reads.popleft().result()
             if i + AHEAD < len(paths):
                 reads.append(pool.submit(read_input, paths[i + AHEAD], args))
-            outputs, line = restore(network, prepared, args)
+            outputs, line = restore(network, image, path.stem, args)
             while len(writes) >= AHEAD:  # bounded: a slow disk must not hold every output in memory
                 finish(*writes.popleft(), say)
             writes.append((pool.submit(write_outputs, outputs), line))

@@ -131,7 +131,10 @@ def fast_png_bytes(image: np.ndarray) -> bytes:
     the Sub filter; setting the level alone also changes the filter)."""
     import cv2  # here, not at the top: 0.04 s, and only test.py's outputs use it
     pixels = image if image.ndim == 2 else np.ascontiguousarray(image[..., ::-1])  # OpenCV's channel order: BGR
-    ok, encoded = cv2.imencode(".png", pixels)
+    try:
+        ok, encoded = cv2.imencode(".png", pixels)
+    except cv2.error as err:  # not a RuntimeError: atomic_write would not name the file
+        raise RuntimeError(f"OpenCV could not encode the image as PNG ({first_line(err)})") from None
     if not ok:
         raise RuntimeError("OpenCV could not encode the image as PNG")
     return encoded.tobytes()
@@ -466,19 +469,10 @@ def from_color(x: np.ndarray, color: str, gray: bool) -> np.ndarray:
     return to_uint8(rgb.mean(axis=2) if gray else rgb)
 
 
-@by_rows
 def unit_to_uint8(x: np.ndarray) -> np.ndarray:
-    """A network's 0..1 output as 8-bit levels, rounded as to_uint8 rounds: in float64, so a float32 product
-    never moves a value across a half."""
-    return np.clip(x.astype(np.float64) * 255 + 0.5, 0, 255).astype(np.uint8)
-
-
-def protocol_y(output: np.ndarray, color: str, gray: bool) -> np.ndarray:
-    """The Y a network output (H x W x C, 0..1) is measured on: its own channel, rounded to 8 bits, for
-    Y networks; for YCbCr/RGB networks, the Y of the 8-bit image it stands for (raw intensity if gray)."""
-    if color == "y":
-        return unit_to_uint8(output[..., 0]).astype(np.float64)
-    return y_channel(from_color(output.clip(0, 1).astype(np.float64) * 255, color, gray))
+    """A network's 0..1 output as 8-bit levels, rounded as to_uint8 rounds: scaled in float64, so that no
+    float32 product moves a value across a half."""
+    return to_uint8(x.astype(np.float64) * 255)
 
 
 def benchmark_pairs(folder: str | Path, scale: int, blur_sigma: float = 0.0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:

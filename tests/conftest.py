@@ -25,6 +25,17 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["SRCNN_CACHE"] = str(tmp_path_factory.mktemp("srcnn_cache"))
 
 
+class FixedOutput:
+    """A stand-in for a network (evaluate.Network) whose output is given: N x C x H x W float32 in 0..1,
+    returned for any input, so evaluate.upscale's work after the network can be tested on its own."""
+
+    def __init__(self, output: np.ndarray, takes_lr: bool = True) -> None:
+        self.output, self.takes_lr = output, takes_lr
+
+    def run_array(self, x: np.ndarray, tile: int = 0) -> np.ndarray:
+        return self.output
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: benchmark data is not on this machine (see README, 'Data')")

