@@ -188,7 +188,7 @@ def ycbcr2rgb(ycbcr: np.ndarray) -> np.ndarray:
 def with_y(rgb: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The uint8 RGB image whose Y is `y` and whose Cb/Cr are those of `rgb`: to_uint8(ycbcr2rgb(...)) of
     rgb2ycbcr(rgb) with Y replaced, computed as rgb + (y - Y(rgb)) * 255/219, since Y enters R, G and B
-    with that one weight, in float32 (together 20x faster; a pixel may round one level apart: a test).
+    with that one weight, in float32 (a pixel may round one level apart from the round trip: a test).
     STRIP_ROWS rows at a time."""
     gain = 255 / 219
     weights = (_YCBCR_FROM_RGB[0] * gain).astype(np.float32)
@@ -469,6 +469,7 @@ def from_color(x: np.ndarray, color: str, gray: bool) -> np.ndarray:
     return to_uint8(rgb.mean(axis=2) if gray else rgb)
 
 
+@by_rows  # the float64 copy follows the strip, not the image
 def unit_to_uint8(x: np.ndarray) -> np.ndarray:
     """A network's 0..1 output as 8-bit levels, rounded as to_uint8 rounds: scaled in float64, so that no
     float32 product moves a value across a half."""
