@@ -7,7 +7,7 @@ into --patch-size patches every --stride pixels. With --downscale, each image is
 each factor (MATLAB bicubic) as the FSRCNN paper's data augmentation does. With --degradation mix,
 every patch gets its own degradation drawn from degradations.MIX (resize kernel, blur, JPEG; seeded by
 --seed and the image's name, recorded per patch in the file's `degradations` dataset); --mix-kernels
-weights the kernels.
+weights the kernels, --mix-blur-probability and --mix-jpeg-probability how often a blur and JPEG are drawn.
 
     python preprocess.py --images data/T91 --scale 3 --preset paper
     python preprocess.py --images data/T91 --scale 3 --lr-size                 # for FSRCNN
@@ -284,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mix-kernels", nargs="+", choices=degradations.KERNELS, metavar="KERNEL",
                         help="--degradation mix draws the resize kernel uniformly from this list: name one twice to "
                         "draw it twice as often, up to 9 times (of %(choices)s; default: each once)")
+    parser.add_argument("--mix-blur-probability", type=float, default=degradations.MIX["blur_probability"],
+                        metavar="P", help="--degradation mix blurs a patch (sigma drawn from "
+                        f"{degradations.MIX['blur_sigma']}) with this probability")
+    parser.add_argument("--mix-jpeg-probability", type=float, default=degradations.MIX["jpeg_probability"],
+                        metavar="P", help="--degradation mix compresses a patch as JPEG (quality drawn from "
+                        f"{degradations.MIX['jpeg_quality']}) with this probability")
     parser.add_argument("--seed", type=int, default=123, help="seeds --degradation mix's draws")
     parser.add_argument("--eval", action="store_true", help="store whole images for validation instead of patches")
     parser.add_argument("--output", type=Path, help="the HDF5 file (default: output/<source>_x<scale>[_<settings>][_eval].h5)")
@@ -328,26 +334,40 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--eval reads one folder of images")
     args.roots = args.images or [args.holopix50k]
     args.color = "y" if args.channels == 1 else args.color
-    if args.mix_kernels and args.degradation != "mix":
-        parser.error("--mix-kernels sets --degradation mix's draws: not with --degradation matlab")
+    probabilities = (args.mix_blur_probability, args.mix_jpeg_probability)
+    if args.degradation != "mix" and (args.mix_kernels or probabilities != default_probabilities()):
+        parser.error("--mix-kernels and --mix-*-probability set --degradation mix's draws: not with --degradation matlab")
+    if not all(0 <= p <= 1 for p in probabilities):
+        parser.error("--mix-blur-probability and --mix-jpeg-probability must lie between 0 and 1")
     counts = [(args.mix_kernels or degradations.KERNELS).count(kernel) for kernel in degradations.KERNELS]
     if max(counts) > 9:
         parser.error("--mix-kernels names a kernel at most 9 times (its count is one digit of the file name)")
     # in KERNELS order, whatever the order given: the same mix draws the same patches under the same name
     args.mix_kernels = [kernel for kernel, count in zip(degradations.KERNELS, counts) for _ in range(count)]
-    args.mix = {**degradations.MIX, "kernels": args.mix_kernels}
+    args.mix = {**degradations.MIX, "kernels": args.mix_kernels, "blur_probability": args.mix_blur_probability,
+                "jpeg_probability": args.mix_jpeg_probability}
     return args
 
 
+def default_probabilities() -> tuple[float, float]:
+    """degradations.MIX's (blur, JPEG) probabilities: the defaults of --mix-blur- and --mix-jpeg-probability."""
+    return degradations.MIX["blur_probability"], degradations.MIX["jpeg_probability"]
+
+
 def default_output(args: argparse.Namespace) -> Path:
-    """output/<source>[+<source>...]_x<scale>[_lr][_<colour>][_downscaled][_mix[-<counts>]][_eval].h5;
+    """output/<source>[+<source>...]_x<scale>[_lr][_<colour>][_downscaled][_mix[-<counts>][-blur<P>][-jpeg<P>]][_eval].h5;
     <counts>: how often --mix-kernels names each kernel, in degradations.KERNELS order, where that is not
-    once each (the default)."""
+    once each (the default); -blur<P>, -jpeg<P>: a probability that is not the default."""
     # Set5/x3 -> Set5: a benchmark folder is named after its set, not its scale
     name = "+".join(root.parent.name if root.name == f"x{args.scale}" else root.name for root in args.images) \
         if args.images else f"holopix50k_{args.split}"
-    mix = "" if args.degradation != "mix" else "_mix" if args.mix_kernels == list(degradations.KERNELS) else \
-        "_mix-" + "".join(str(args.mix_kernels.count(kernel)) for kernel in degradations.KERNELS)
+    mix = ""
+    if args.degradation == "mix":
+        mix = "_mix" if args.mix_kernels == list(degradations.KERNELS) else \
+            "_mix-" + "".join(str(args.mix_kernels.count(kernel)) for kernel in degradations.KERNELS)
+        blur, jpeg = default_probabilities()
+        mix += (f"-blur{args.mix_blur_probability:g}" if args.mix_blur_probability != blur else "") + \
+            (f"-jpeg{args.mix_jpeg_probability:g}" if args.mix_jpeg_probability != jpeg else "")
     suffix = mix + "_eval" if args.eval else ("_lr" if args.lr_size else "") + (
         "" if args.color == "y" else f"_{args.color}") + ("_downscaled" if args.downscale else "") + mix
     return Path("output") / f"{name}_x{args.scale}{suffix}.h5"

@@ -142,6 +142,23 @@ def test_mix_kernels_weights_the_draws_and_names_the_file(tmp_path):
     assert result.returncode == 2 and "at most 9 times" in result.stderr.splitlines()[-1]
 
 
+def test_mix_probabilities_set_how_often_a_blur_and_jpeg_are_drawn(tmp_path):
+    (tmp_path / "photos").mkdir()
+    save_image(tmp_path / "photos" / "one.png", skimage_data.astronaut()[:120, :132])
+    result = run("preprocess.py", "--images", tmp_path / "photos", "--scale", 2, "--degradation", "mix",
+                 "--mix-blur-probability", 0, "--mix-jpeg-probability", 1, "--workers", 1, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "output" / "photos_x2_mix-blur0-jpeg1.h5", "r") as f:
+        mix = json.loads(f.attrs["degradation_mix"])
+        drawn = [Degradation.parse(n.decode()) for n in f["degradations"][:]]
+    assert (mix["blur_probability"], mix["jpeg_probability"]) == (0, 1) and len(drawn) > 10
+    assert all(d.blur_sigma == 0 and 60 <= d.jpeg_quality <= 95 for d in drawn)
+    for args, message in ((["--degradation", "mix", "--mix-jpeg-probability", 1.5], "between 0 and 1"),
+                          (["--mix-blur-probability", 0.2], "--degradation mix")):
+        result = run("preprocess.py", "--images", tmp_path / "photos", "--scale", 2, *args, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr.splitlines()[-1], result.stderr
+
+
 def test_an_eval_file_gives_each_image_its_own_recorded_degradation(tmp_path):
     for i in range(3):
         save_image(tmp_path / f"im{i}.png", skimage_data.astronaut()[60 * i:60 * i + 72, 100:190])
