@@ -217,6 +217,20 @@ def test_memory_stays_flat_as_the_image_count_grows(tmp_path):
     assert abs(peaks[200] - peaks[20]) < 50, peaks
 
 
+def test_default_output_names_the_set_of_a_scale_or_split_folder(tmp_path, monkeypatch):
+    import preprocess
+    for folder in ("T91", "Set5/x3", "SunHays80/train", "SunHays80/val"):
+        (tmp_path / folder).mkdir(parents=True)
+
+    def default_name(*argv) -> str:
+        monkeypatch.setattr(sys, "argv", ["preprocess.py", *map(str, argv)])
+        return preprocess.default_output(preprocess.parse_args(preprocess.build_parser())).name
+    assert default_name("--images", tmp_path / "T91", tmp_path / "SunHays80/train", "--lr-size") == \
+        "T91+SunHays80_train_x3_lr.h5"
+    assert default_name("--images", tmp_path / "SunHays80/val", "--eval") == "SunHays80_val_x3_eval.h5"
+    assert default_name("--images", tmp_path / "Set5/x3", "--eval") == "Set5_x3_eval.h5"
+
+
 def test_a_full_disk_is_a_clear_error_and_keeps_the_partial_file_for_resume(tmp_path, monkeypatch):
     import errno
     import preprocess
