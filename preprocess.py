@@ -357,6 +357,7 @@ def default_probabilities() -> tuple[float, float]:
 def set_name(folder: Path, scale: int) -> str:
     """Set5/x3 -> Set5: a benchmark folder is named after its set, not its scale; SunHays80/train ->
     SunHays80_train (as holopix50k_train): a split folder after its set and split, not the split alone."""
+    folder = folder.resolve()  # `--images train` run inside SunHays80/
     if folder.name == f"x{scale}":
         return folder.parent.name
     return f"{folder.parent.name}_{folder.name}" if folder.name in ("train", "val", "test") else folder.name
@@ -365,7 +366,8 @@ def set_name(folder: Path, scale: int) -> str:
 def default_output(args: argparse.Namespace) -> Path:
     """output/<source>[+<source>...]_x<scale>[_lr][_<colour>][_downscaled][_mix[-<counts>][-blur<P>][-jpeg<P>]][_eval].h5;
     <counts>: how often --mix-kernels names each kernel, in degradations.KERNELS order, where that is not
-    once each (the default); -blur<P>, -jpeg<P>: a probability that is not the default."""
+    once each (the default); -blur<P>, -jpeg<P>: a probability that is not the default; <source>: set_name() of
+    each --images folder, or holopix50k_<split>."""
     name = "+".join(set_name(root, args.scale) for root in args.images) if args.images else f"holopix50k_{args.split}"
     mix = ""
     if args.degradation == "mix":
