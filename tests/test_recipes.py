@@ -80,3 +80,16 @@ def test_a_malformed_recipes_file_names_itself_and_the_missing_key(tmp_path):
     broken.write_text(json.dumps({"srcnn_x3": {key: None for key in KEYS if key != "train"}}))
     with pytest.raises(ValueError, match="recipe 'srcnn_x3' has no train"):
         read_recipes(broken)
+
+
+def test_a_stopped_step_is_not_called_a_failure(monkeypatch, capsys):
+    """Ctrl-C reaches train.py, which saves and exits 130: the recipe says how to go on, and exits 130 too."""
+    import signal
+    from weights import reproduce
+    monkeypatch.setattr(reproduce, "run_to_the_end", lambda command: 128 + signal.SIGINT)
+    with pytest.raises(SystemExit) as stopped:
+        reproduce.script("train.py", "recipe fsrcnn_x3, training", [])
+    assert stopped.value.code == 130 and "stopped by SIGINT; the same command continues it" in capsys.readouterr().err
+    monkeypatch.setattr(reproduce, "run_to_the_end", lambda command: 1)
+    with pytest.raises(SystemExit, match="train.py failed"):
+        reproduce.script("train.py", "recipe fsrcnn_x3, training", [])

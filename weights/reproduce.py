@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -62,8 +63,13 @@ def check_inputs(recipes: dict, names: list[str], args: argparse.Namespace) -> N
 
 
 def script(name: str, step: str, args: list[str]) -> None:
-    """One of the repo's scripts, waited for; its own one-line error is the message if it fails."""
-    if run_to_the_end([sys.executable, str(ROOT / name), *args]) != 0:
+    """One of the repo's scripts, waited for; its own one-line error is the message if it fails. Stopped
+    by Ctrl-C or SIGTERM, it has saved its work: not a failure, and the exit code says which signal."""
+    code = run_to_the_end([sys.executable, str(ROOT / name), *args])
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        print(f"{step}: stopped by {signal.Signals(code - 128).name}; the same command continues it", file=sys.stderr)
+        raise SystemExit(code)
+    if code != 0:
         raise SystemExit(f"error: {step}: {name} failed (its message is above)")
 
 
