@@ -105,6 +105,10 @@ def test_resume_continues_exactly(tmp_path, tiny_eval):
     assert run("train.py", *common, "--epochs", 4, "--output-dir", straight).returncode == 0
     assert run("train.py", *common, "--epochs", 4, "--max-steps", 2 * 12, "--output-dir", split).returncode == 0
     first_session = torch.load(split / "last.pth", weights_only=True)["train_seconds"]
+    # continued in another checkout: the run part-way, archived with its checkpoint (images stripped)
+    archived = run_module("weights.archive_run", split, tmp_path / "archived", "--keep-checkpoint")
+    assert archived.returncode == 0, archived.stderr
+    split = tmp_path / "archived"
     resumed = run("train.py", *common, "--epochs", 4, "--output-dir", split, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and "epoch 2" in resumed.stdout

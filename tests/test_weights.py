@@ -190,7 +190,10 @@ def test_archive_run_keeps_scalars_and_best_but_drops_images(tmp_path):
     torch.save({"weights": torch.ones(2)}, run_dir / "best.pth")
     torch.save({"weights": torch.ones(2)}, run_dir / "last.pth")
 
-    result = run_module("weights.archive_run", run_dir, dest)
+    part_way = run_module("weights.archive_run", run_dir, dest, "--keep-checkpoint")  # to be continued elsewhere
+    assert part_way.returncode == 0, part_way.stderr
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith("events")) == ["best.pth", "last.pth"]
+    result = run_module("weights.archive_run", run_dir, dest)  # the run done: its old checkpoint goes
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in dest.iterdir() if not p.name.startswith("events")) == ["best.pth"]
     source, kept = (EventAccumulator(str(d), size_guidance={"images": 0}) for d in (run_dir, dest))
@@ -199,6 +202,8 @@ def test_archive_run_keeps_scalars_and_best_but_drops_images(tmp_path):
     assert [(e.step, e.value) for e in kept.Scalars("val/psnr")] == [(0, 30.0), (1, 31.0), (2, 32.0)]
 
     assert_clean_error(run_module("weights.archive_run", tmp_path / "training", dest), "no best.pth")
+    (run_dir / "last.pth").unlink()
+    assert_clean_error(run_module("weights.archive_run", run_dir, dest, "--keep-checkpoint"), "no last.pth")
 
 
 def test_loss_study_trains_every_loss_equally_then_scores_and_draws(tmp_path):

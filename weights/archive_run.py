@@ -3,8 +3,9 @@
     python -m weights.archive_run runs/srcnn_x3_valid weights/training/srcnn_x3/cpu_valid
 
 Image summaries (sample images, filters) are dropped from the event files: they are most of their size
-and the history only needs the curves. last.pth is not kept: the run's schedule has ended, or a later
-run continues from best.pth.
+and the history only needs the curves. last.pth is not kept (the run's schedule has ended, or a later
+run continues from best.pth) unless --keep-checkpoint: a run stopped part-way, to be continued in another
+checkout (copy the folder back to the run's --output-dir and resume it there).
 """
 from __future__ import annotations
 
@@ -40,20 +41,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     parser.add_argument("run", type=Path, help="a train.py --output-dir")
     parser.add_argument("dest", type=Path, help="weights/training/<model>/<run name>")
+    parser.add_argument("--keep-checkpoint", action="store_true",
+                        help="keep last.pth too, so that the run can be resumed from the archived folder")
     return parser
+
+
+def copy_file(source: Path, dest: Path) -> None:
+    with atomic_write(dest) as tmp:
+        shutil.copy2(source, tmp)
 
 
 @cli.one_line_errors()
 def main() -> None:
     args = build_parser().parse_args()
 
-    best = args.run / "best.pth"
+    best, last = args.run / "best.pth", args.run / "last.pth"
     events = sorted(args.run.glob("events.out.tfevents.*"))
     if not best.is_file() or not events:
         raise SystemExit(f"error: {args.run} has no best.pth or no event file; is it a train.py run folder?")
+    if args.keep_checkpoint and not last.is_file():
+        raise SystemExit(f"error: --keep-checkpoint: {args.run} has no last.pth to keep")
     make_folder(args.dest)
-    with atomic_write(args.dest / best.name) as tmp:
-        shutil.copy2(best, tmp)
+    copy_file(best, args.dest / best.name)
+    if args.keep_checkpoint:
+        copy_file(last, args.dest / last.name)
+    elif (args.dest / last.name).exists():  # kept by an earlier archive of the run part-way: now out of date
+        (args.dest / last.name).unlink()
     for source in events:
         strip_images(source, args.dest / source.name)
         print(f"{source} ({source.stat().st_size / 1e6:.1f} MB) -> {args.dest / source.name} "
