@@ -25,7 +25,7 @@ def test_every_recipe_runs_smoke_sized_from_scratch(name, data, tmp_path):
         train = recipes[step]["train"]
         with h5py.File(tmp_path / f"{step}_smoke.h5") as patches:
             assert patches.attrs["scale"] == int(flag(train, "--scale"))
-            assert len(patches["hr"]) < 5000  # a few images' worth: the full recipes' files hold 69,226 and 93,885
+            assert len(patches["hr"]) < 5000  # a few images' worth: the full recipes' hold 69,226 to 94,986
         best = torch.load(tmp_path / f"{step}_smoke" / "best.pth", weights_only=True)["meta"]
         assert best["step"] == SMOKE_STEPS
         fsrcnn = flag(train, "--arch", "9-5-5").startswith("fsrcnn")

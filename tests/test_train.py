@@ -105,10 +105,14 @@ def test_resume_continues_exactly(tmp_path, tiny_eval):
     assert run("train.py", *common, "--epochs", 4, "--output-dir", straight).returncode == 0
     assert run("train.py", *common, "--epochs", 4, "--max-steps", 2 * 12, "--output-dir", split).returncode == 0
     first_session = torch.load(split / "last.pth", weights_only=True)["train_seconds"]
-    # continued in another checkout: the run part-way, archived with its checkpoint (images stripped)
+    # continued in another session: the run part-way, archived with its checkpoint (images stripped), copied back
     archived = run_module("weights.archive_run", split, tmp_path / "archived", "--keep-checkpoint")
     assert archived.returncode == 0, archived.stderr
-    split = tmp_path / "archived"
+    in_place = run("train.py", *common, "--epochs", 4, "--output-dir", split, "--resume")
+    assert in_place.returncode == 0, in_place.stderr
+    assert_same_weights(torch.load(straight / "last.pth", weights_only=True),
+                        torch.load(split / "last.pth", weights_only=True), cut_at=2 * 12)
+    split = tmp_path / "archived"  # the archived copy, resumed: the rest of the test reads its run
     resumed = run("train.py", *common, "--epochs", 4, "--output-dir", split, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and "epoch 2" in resumed.stdout

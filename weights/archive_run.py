@@ -1,11 +1,13 @@
-"""Keep a finished train.py run in the training history: best.pth plus its TensorBoard scalars.
+"""Keep a train.py run in the training history: best.pth plus its TensorBoard scalars.
 
     python -m weights.archive_run runs/srcnn_x3_valid weights/training/srcnn_x3/cpu_valid
 
 Image summaries (sample images, filters) are dropped from the event files: they are most of their size
 and the history only needs the curves. last.pth is not kept (the run's schedule has ended, or a later
 run continues from best.pth) unless --keep-checkpoint: a run stopped part-way, to be continued in another
-checkout (copy the folder back to the run's --output-dir and resume it there).
+session or checkout by copying the archived folder back to the run's --output-dir and resuming it there
+(not in weights/training, where its new event files and checkpoints would land in the history). The
+checkpoint records its patch and validation files' paths as given, and --resume refuses others.
 """
 from __future__ import annotations
 
@@ -42,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run", type=Path, help="a train.py --output-dir")
     parser.add_argument("dest", type=Path, help="weights/training/<model>/<run name>")
     parser.add_argument("--keep-checkpoint", action="store_true",
-                        help="keep last.pth too, so that the run can be resumed from the archived folder")
+                        help="keep last.pth too: a copy of the archived folder can be resumed")
     return parser
 
 
 def copy_file(source: Path, dest: Path) -> None:
+    """A copy that is never half there (the history's files are committed)."""
     with atomic_write(dest) as tmp:
         shutil.copy2(source, tmp)
 
