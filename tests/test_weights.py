@@ -4,6 +4,7 @@ import hashlib
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -243,3 +244,14 @@ def test_loss_study_trains_every_loss_equally_then_scores_and_draws(tmp_path):
     crops = load_image(results / "loss_study_crops.png")
     assert crops.shape[1] == 5 * 192 + 4 * 4 and crops.shape[0] > 4 * 192  # 5 columns, 4 rows of 2x crops
     assert np.std(crops) > 10
+
+
+def test_publish_names_its_file_without_overwriting_another():
+    """Rescoring a shipped robust file keeps its name: before, it was written over fsrcnn_x3.pth."""
+    from hub import WEIGHTS_DIR
+    from weights.publish import output_name
+
+    assert output_name(WEIGHTS_DIR / "fsrcnn_real_x3.pth", "fsrcnn", 0.0, 3) == "fsrcnn_real_x3.pth"
+    assert output_name(Path("runs/recipes/fsrcnn_x3/best.pth"), "fsrcnn", 0.0, 3) == "fsrcnn_x3.pth"
+    assert output_name(Path("runs/blur/best.pth"), "srcnn", 0.73, 3) == "srcnn_blur_x3.pth"
+    assert output_name(WEIGHTS_DIR / "srcnn_x3.pth", "srcnn", 0.0, 3, "srcnn_new_x3.pth") == "srcnn_new_x3.pth"

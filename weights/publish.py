@@ -34,8 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: the checkpoint's record or patch file, else {T91_PAPER_PRESET!r})")
     parser.add_argument("--history", help="how the weights were trained when it took several runs "
                         "(default: the checkpoint's record, if any)")
-    parser.add_argument("--name", help="the file name in weights/ (default: <network>[_blur]_x<scale>.pth)")
+    parser.add_argument("--name", help="the file name in weights/ (default: a shipped file's own name, "
+                        "else <network>[_blur]_x<scale>.pth)")
     return parser
+
+
+def output_name(checkpoint: Path, network: str, blur_sigma: float, scale: int, name: str | None = None) -> str:
+    """The file in weights/ that publishing `checkpoint` writes: --name, else a shipped file keeps its own
+    name (rescoring srcnn_real_x3.pth must not overwrite srcnn_x3.pth), else <network>[_blur]_x<scale>.pth;
+    a blurred file never overwrites the T91 one, which is trained without blur."""
+    if name:
+        return name
+    if checkpoint.resolve().parent == WEIGHTS_DIR.resolve():
+        return checkpoint.name
+    return f"{network}{'_blur' if blur_sigma else ''}_x{scale}.pth"
 
 
 @cli.one_line_errors(WeightsError, ValueError)
@@ -49,8 +61,7 @@ def main() -> None:
         mean = evaluate_dataset(Upscaler(model, "eager"), args.data / name / f"x{args.scale}", args.scale, color,
                                 blur_sigma)["mean"]
         scores[name] = {"psnr": round(mean["psnr"], 4), "ssim": round(mean["ssim"], 4)}
-    blurred = "_blur" if blur_sigma else ""  # never overwrites the T91 file that is trained without blur
-    out = WEIGHTS_DIR / (args.name or f"{network_name(model, color)}{blurred}_x{args.scale}.pth")
+    out = WEIGHTS_DIR / output_name(args.checkpoint, network_name(model, color), blur_sigma, args.scale, args.name)
     history = args.history or meta.get("history")
     info = {**model.config(), "arch": meta.get("arch", "9-5-5"), "color": color, "scale": args.scale,
             "training_data": args.training_data or meta.get("training_data", meta.get("train_file", T91_PAPER_PRESET)),
