@@ -27,7 +27,8 @@ T91_PAPER_PRESET = "T91 (91 images), paper preset: 33x33 patches, stride 14"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
-    parser.add_argument("checkpoint", type=Path, help="best.pth or last.pth of a train.py run")
+    parser.add_argument("checkpoint", type=Path, help="best.pth or last.pth of a train.py run, or a file in "
+                        "weights/ to score again (it keeps its name)")
     parser.add_argument("--scale", type=int, required=True, choices=[2, 3, 4], help="upscaling factor")
     cli.add_data(parser)
     parser.add_argument("--training-data", help="what the weights were trained on, stored in meta and the manifest "
@@ -40,13 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def output_name(checkpoint: Path, network: str, blur_sigma: float, scale: int, name: str | None = None) -> str:
-    """The file in weights/ that publishing `checkpoint` writes: --name, else a shipped file keeps its own
-    name (rescoring srcnn_real_x3.pth must not overwrite srcnn_x3.pth), else <network>[_blur]_x<scale>.pth;
-    a blurred file never overwrites the T91 one, which is trained without blur."""
+    """The file in weights/ that publishing `checkpoint` writes: --name, else a file already in weights/
+    keeps its own name (rescoring srcnn_real_x3.pth must not overwrite srcnn_x3.pth), else
+    <network>[_blur]_x<scale>.pth; a blurred file never overwrites the T91 one, trained without blur."""
     if name:
         return name
-    if checkpoint.resolve().parent == WEIGHTS_DIR.resolve():
-        return checkpoint.name
+    resolved = checkpoint.resolve()  # a link in runs/ to a shipped file rescores that file
+    if resolved.parent == WEIGHTS_DIR.resolve():
+        return resolved.name
     return f"{network}{'_blur' if blur_sigma else ''}_x{scale}.pth"
 
 
