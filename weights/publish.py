@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: the checkpoint's record or patch file, else {T91_PAPER_PRESET!r})")
     parser.add_argument("--history", help="how the weights were trained when it took several runs "
                         "(default: the checkpoint's record, if any)")
-    parser.add_argument("--name", help="the file name in weights/ (default: a shipped file's own name, "
-                        "else <network>[_blur]_x<scale>.pth)")
+    parser.add_argument("--name", help="the file name in weights/ (default: a file already in weights/ keeps "
+                        "its name, else <network>[_blur]_x<scale>.pth)")
     return parser
 
 
