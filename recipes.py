@@ -3,8 +3,10 @@ preprocess.py and train.py arguments that make it in one schedule, and its smoke
 
 A recipe names its images (folders under --data), its preprocess.py and train.py arguments, the
 validation set, and optionally another recipe whose best weights it starts from (`init`), which is
-then made first. Paths are laid out under one folder: <folder>/<name>.h5 (the patches) and
-<folder>/<name>/ (the train.py run).
+then made first. The validation set is a benchmark folder as it is, or, with `eval_preprocess`,
+preprocess.py's --eval file of that folder made with those arguments (the robust weights are selected
+on LR of mixed degradations). Paths are laid out under one folder: <folder>/<name>.h5 (the patches),
+<folder>/<name>_eval.h5 (a made validation file) and <folder>/<name>/ (the train.py run).
 """
 from __future__ import annotations
 
@@ -52,6 +54,10 @@ def patch_file(folder: Path, name: str, smoke: bool = False) -> Path:
     return folder / f"{stem(name, smoke)}.h5"
 
 
+def eval_file(folder: Path, name: str, smoke: bool = False) -> Path:
+    return folder / f"{stem(name, smoke)}_eval.h5"
+
+
 def run_folder(folder: Path, name: str, smoke: bool = False) -> Path:
     return folder / stem(name, smoke)
 
@@ -61,18 +67,37 @@ def patch_settings(recipe: dict, smoke: bool) -> dict:
     return {"images": recipe["images"], "preprocess": recipe["preprocess"], "smoke": smoke}
 
 
+def eval_settings(recipe: dict, smoke: bool) -> dict:
+    return {"images": [recipe["eval"]], "preprocess": recipe["eval_preprocess"], "smoke": smoke}
+
+
 def preprocess_args(recipe: dict, name: str, data: Path, folder: Path, smoke: bool) -> list[str]:
     """preprocess.py's arguments for the recipe's patch file."""
-    images = [str(data / source) for source in recipe["images"]]
-    return ["--images", *images, *recipe["preprocess"], "--output", str(patch_file(folder, name, smoke)),
-            *(["--max-images", str(SMOKE_IMAGES)] if smoke else [])]
+    return preprocess_command(patch_settings(recipe, smoke), data, patch_file(folder, name, smoke))
+
+
+def eval_preprocess_args(recipe: dict, name: str, data: Path, folder: Path, smoke: bool) -> list[str]:
+    """preprocess.py's arguments for the recipe's validation file (a recipe with `eval_preprocess`)."""
+    return preprocess_command(eval_settings(recipe, smoke), data, eval_file(folder, name, smoke))
+
+
+def preprocess_command(settings: dict, data: Path, output: Path) -> list[str]:
+    images = [str(data / source) for source in settings["images"]]
+    return ["--images", *images, *settings["preprocess"], "--output", str(output),
+            *(["--max-images", str(SMOKE_IMAGES)] if settings["smoke"] else [])]
+
+
+def eval_set(recipe: dict, name: str, data: Path, folder: Path, smoke: bool) -> Path:
+    """What train.py validates on: the made file, or the benchmark folder itself."""
+    return eval_file(folder, name, smoke) if "eval_preprocess" in recipe else data / recipe["eval"]
 
 
 def train_args(recipes: dict[str, dict], name: str, data: Path, folder: Path, smoke: bool) -> list[str]:
     """train.py's arguments for the recipe's run, starting from its init recipe's best weights."""
     recipe = recipes[name]
     init = recipe.get("init")
-    return ["--train-file", str(patch_file(folder, name, smoke)), "--eval-file", str(data / recipe["eval"]),
+    return ["--train-file", str(patch_file(folder, name, smoke)),
+            "--eval-file", str(eval_set(recipe, name, data, folder, smoke)),
             "--output-dir", str(run_folder(folder, name, smoke)), *recipe["train"],
             *(["--init", str(run_folder(folder, init, smoke) / "best.pth")] if init else []),
             *(["--max-steps", str(SMOKE_STEPS), "--image-every", "0"] if smoke else [])]

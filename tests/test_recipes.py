@@ -10,6 +10,9 @@ from hub import read_manifest
 from recipes import KEYS, SMOKE_STEPS, chain, read_recipes
 
 
+FROM_SCRATCH = min(name for name, recipe in read_recipes().items() if recipe["init"] is None)  # no chain to run first
+
+
 def flag(args: list[str], name: str, default: str | None = None) -> str | None:
     return args[args.index(name) + 1] if name in args else default
 
@@ -35,6 +38,11 @@ def test_every_recipe_runs_smoke_sized_from_scratch(name, data, tmp_path):
         assert last["train_seconds"] > 0 and float(last["args"]["lr"]) == float(flag(train, "--lr"))
         assert last["args"]["init"] == (str(tmp_path / f"{recipes[step]['init']}_smoke" / "best.pth")
                                         if recipes[step]["init"] else "None")
+        made = tmp_path / f"{step}_smoke_eval.h5"  # a robust recipe validates on LR of mixed degradations
+        assert last["args"]["eval_file"] == str(made if "eval_preprocess" in recipes[step] else data / recipes[step]["eval"])
+        if "eval_preprocess" in recipes[step]:
+            with h5py.File(made) as validation:
+                assert validation.attrs["degradation"] == flag(recipes[step]["eval_preprocess"], "--degradation")
     report = json.loads((tmp_path / f"{name}_smoke" / "reproduce.json").read_text())
     assert report["smoke"] and report["step"] == SMOKE_STEPS and report["machine"]["cores"] >= 1
     assert report["benchmarks"]["Set5"]["shipped_psnr"] == read_manifest()[recipe["ships"]]["benchmarks"]["Set5"]["psnr"]
@@ -49,14 +57,14 @@ def test_every_recipe_runs_smoke_sized_from_scratch(name, data, tmp_path):
 
 
 def test_a_patch_file_made_from_other_settings_is_refused(data, tmp_path):
-    name = sorted(read_recipes())[0]
+    name = FROM_SCRATCH
     (tmp_path / f"{name}_smoke.h5").write_bytes(b"made by hand")
     assert_clean_error(run_module("weights.reproduce", name, "--data", data, "--output-dir", tmp_path, "--smoke"),
                        f"{name}_smoke.h5", "delete it")
 
 
 def test_missing_data_is_one_line_before_any_work(tmp_path):
-    name = sorted(read_recipes())[0]
+    name = FROM_SCRATCH
     (tmp_path / "data").mkdir()
     result = run_module("weights.reproduce", name, "--data", tmp_path / "data", "--output-dir", tmp_path / "out")
     assert_clean_error(result, str(tmp_path / "data" / "T91"), "not found")

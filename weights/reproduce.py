@@ -31,8 +31,8 @@ from hub import read_manifest
 from inference import Upscaler
 from models import WeightsError, load_model
 from path_choice import cpu_model
-from recipes import (chain, patch_file, patch_settings, preprocess_args, read_recipes, run_folder, scale,
-                     train_args)
+from recipes import (chain, eval_file, eval_preprocess_args, eval_settings, patch_file, patch_settings,
+                     preprocess_args, read_recipes, run_folder, scale, train_args)
 from run_logs import clock_curve, first_reaching
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +74,18 @@ def script(name: str, step: str, args: list[str]) -> None:
 
 
 def make_patches(recipes: dict, name: str, args: argparse.Namespace) -> None:
-    """The recipe's patch file, unless one made from the same settings is there (a different one is refused)."""
-    out, settings = patch_file(args.output_dir, name, args.smoke), patch_settings(recipes[name], args.smoke)
+    """The recipe's patch file and, if it has one made, its validation file."""
+    recipe = recipes[name]
+    make_file(name, "patches", patch_file(args.output_dir, name, args.smoke), patch_settings(recipe, args.smoke),
+              preprocess_args(recipe, name, args.data, args.output_dir, args.smoke))
+    if "eval_preprocess" in recipe:
+        make_file(name, "validation file", eval_file(args.output_dir, name, args.smoke),
+                  eval_settings(recipe, args.smoke),
+                  eval_preprocess_args(recipe, name, args.data, args.output_dir, args.smoke))
+
+
+def make_file(name: str, what: str, out: Path, settings: dict, preprocess: list[str]) -> None:
+    """preprocess.py's output, unless one made from the same settings is there (a different one is refused)."""
     record = out.with_name(out.name + ".recipe.json")
     if out.exists():
         if not record.exists() or json.loads(record.read_text()) != settings:
@@ -83,9 +93,7 @@ def make_patches(recipes: dict, name: str, args: argparse.Namespace) -> None:
                              "delete it to make it again")
         return
     partial = out.with_name(out.name + ".partial")
-    script("preprocess.py", f"recipe {name}, patches", [*preprocess_args(recipes[name], name, args.data,
-                                                                           args.output_dir, args.smoke),
-                                                          *(["--resume"] if partial.exists() else [])])
+    script("preprocess.py", f"recipe {name}, {what}", [*preprocess, *(["--resume"] if partial.exists() else [])])
     write_text(record, json.dumps(settings) + "\n")
 
 
@@ -105,7 +113,7 @@ def measure(recipe: dict, best: Path, args: argparse.Namespace) -> dict:
     shipped = read_manifest().get(recipe["ships"], {}).get("benchmarks", {})
     reached = first_reaching(clock_curve(best.parent), recipe["target_psnr"])
     result = {"recipe": args.recipe, "ships": recipe["ships"], "smoke": args.smoke, "weights": str(best),
-              "selected_on": recipe["eval"], "step": meta["step"],
+              "selected_on": " ".join([recipe["eval"], *recipe.get("eval_preprocess", [])]), "step": meta["step"],
               "minutes_to_best": round(meta["train_seconds"] / 60, 1),
               "target": {"psnr": recipe["target_psnr"], "reached_at_minutes": reached and reached["minutes"]},
               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
