@@ -26,11 +26,13 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import shutil
+import signal
 import sys
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import h5py
@@ -238,11 +240,13 @@ def resume_point(out: h5py.File, paths: list[Path], roots: list[Path]) -> int:
 
 
 def write_eval(out: h5py.File, folder: Path, scale: int, blur_sigma: float, progress: tqdm,
-               mix_seed: int | None = None, mix: dict = degradations.MIX) -> tuple[int, list[str]]:
+               mix_seed: int | None = None, mix: dict = degradations.MIX,
+               max_images: int | None = None) -> tuple[int, list[str]]:
     """Whole images for validation: groups lr/<i> and hr/<i> of uint8 images (RGB or gray), each with its name.
-    With `mix_seed`, each image's LR is made by its own draw from `mix`, kept as an attribute."""
+    With `mix_seed`, each image's LR is made by its own draw from `mix`, kept as an attribute; with
+    `max_images`, only the first ones (--max-images)."""
     count = 0
-    for name, hr, lr in benchmark_pairs(folder, scale, blur_sigma):
+    for name, hr, lr in islice(benchmark_pairs(folder, scale, blur_sigma), max_images):
         progress.update()
         if mix_seed is not None:
             degradation = degradations.sample(np.random.default_rng([mix_seed, zlib.crc32(name.encode())]), mix)
@@ -411,7 +415,7 @@ def fill(out: h5py.File, args: argparse.Namespace, paths: list[Path], resuming: 
     out.attrs.update(settings, source=" ".join(map(str, args.roots)), preset=args.preset,
                      arguments=json.dumps({k: str(v) for k, v in vars(args).items()}))
     if args.eval:
-        return write_eval(out, args.roots[0], args.scale, args.blur_sigma, progress, mix_seed, args.mix)
+        return write_eval(out, args.roots[0], args.scale, args.blur_sigma, progress, mix_seed, args.mix, args.max_images)
     patch_datasets(out, *patch_sides(args), args.channels, mixed=args.degradation == "mix")
     start = resume_point(out, paths, args.roots) if resuming else 0
     if resuming:
@@ -461,8 +465,9 @@ def fill_partial(args: argparse.Namespace, paths: list[Path], partial_path: Path
         return count, skipped
     except KeyboardInterrupt:
         keep_partial = not args.eval  # --eval files are written whole: there is nothing to resume
-        raise SystemExit(f"interrupted: {partial_path} holds the images done so far; continue with --resume"
-                         if keep_partial else f"interrupted: nothing written to {output}") from None
+        print(f"interrupted: {partial_path} holds the images done so far; continue with --resume"
+              if keep_partial else f"interrupted: nothing written to {output}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None  # a stop, as train.py's: weights.reproduce says how to go on
     except (ImageError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     except OSError as err:  # a full disk, an unwritable folder, a partial file a kill left unreadable

@@ -28,7 +28,15 @@ def read_recipes(path: Path = RECIPES_FILE) -> dict[str, dict]:
         missing = [key for key in KEYS if key not in recipe]
         if missing:
             raise ValueError(f"{path}: recipe {name!r} has no {', '.join(missing)}")
+        made = recipe.get("eval_preprocess")
+        if made is not None and ("--eval" not in made or flag(made, "--scale") != flag(recipe["train"], "--scale")):
+            raise ValueError(f"{path}: recipe {name!r}: eval_preprocess must make an --eval file at the training --scale")
     return recipes
+
+
+def flag(args: list[str], name: str) -> str | None:
+    """The value after `name` in an argument list, if it is there."""
+    return args[args.index(name) + 1] if name in args else None
 
 
 def chain(recipes: dict[str, dict], name: str) -> list[str]:
@@ -104,4 +112,4 @@ def train_args(recipes: dict[str, dict], name: str, data: Path, folder: Path, sm
 
 
 def scale(recipe: dict) -> int:
-    return int(recipe["train"][recipe["train"].index("--scale") + 1])
+    return int(flag(recipe["train"], "--scale"))

@@ -1,3 +1,4 @@
+import signal
 import subprocess
 import time
 import sys
@@ -184,6 +185,42 @@ def test_interrupted_run_leaves_no_complete_looking_file(tmp_path):
     assert running and 1 <= written < 40, (written, proc.stderr.read().decode()[-2000:])  # killed mid-run, not before
     assert partial.exists()  # the images done so far stay, under the .partial name
     assert not out.exists()  # nothing a reader would take for a finished file
+
+
+def test_ctrl_c_is_a_stop_that_keeps_the_images_done(tmp_path):
+    """Exit 130 (as train.py's), so weights.reproduce says how to go on rather than calling it a failure."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(textured_image(400, 400, seed=i)).save(folder / f"{i:02d}.png")
+    out = tmp_path / "big.h5"
+    proc = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), "--images", str(folder), "--output", str(out),
+                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    partial = out.with_name("big.h5.partial")
+    written, deadline = 0, time.time() + 60
+    while time.time() < deadline and proc.poll() is None and written < 1:  # stopped mid-run, not before
+        try:
+            with h5py.File(partial, "r", locking=False) as f:
+                written = len(f["sources"])
+        except (OSError, KeyError):
+            time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=60)[1].decode()
+    assert written >= 1 and proc.returncode == 128 + signal.SIGINT, (written, stderr[-2000:])
+    assert "interrupted:" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert partial.exists() and not out.exists()
+
+
+def test_max_images_holds_for_an_eval_file(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(textured_image(60, 60, seed=i)).save(folder / f"{i}.png")
+    out = tmp_path / "e.h5"
+    result = run("preprocess.py", "--images", folder, "--eval", "--max-images", 2, "--output", out)
+    assert result.returncode == 0, result.stderr
+    with h5py.File(out) as f:
+        assert sorted(f["hr"][k].attrs["name"] for k in f["hr"]) == ["0", "1"]
 
 
 def test_cut_patches_grid():

@@ -1,5 +1,6 @@
 """The from-scratch recipes (weights/recipes.json) cannot rot: each runs, smoke-sized, on a fresh clone."""
 import json
+from pathlib import Path
 
 import h5py
 import pytest
@@ -7,7 +8,7 @@ import torch
 from conftest import assert_clean_error, run_module
 
 from hub import read_manifest
-from recipes import KEYS, SMOKE_STEPS, chain, read_recipes
+from recipes import KEYS, SMOKE_IMAGES, SMOKE_STEPS, chain, read_recipes
 
 
 FROM_SCRATCH = min(name for name, recipe in read_recipes().items() if recipe["init"] is None)  # no chain to run first
@@ -28,7 +29,7 @@ def test_every_recipe_runs_smoke_sized_from_scratch(name, data, tmp_path):
         train = recipes[step]["train"]
         with h5py.File(tmp_path / f"{step}_smoke.h5") as patches:
             assert patches.attrs["scale"] == int(flag(train, "--scale"))
-            assert len(patches["hr"]) < 5000  # a few images' worth: the full recipes' hold 69,226 to 94,986
+            assert len(patches["hr"]) < 5000  # a few images' worth: the full recipes' hold 69,226 to 375,744
         best = torch.load(tmp_path / f"{step}_smoke" / "best.pth", weights_only=True)["meta"]
         assert best["step"] == SMOKE_STEPS
         fsrcnn = flag(train, "--arch", "9-5-5").startswith("fsrcnn")
@@ -39,10 +40,13 @@ def test_every_recipe_runs_smoke_sized_from_scratch(name, data, tmp_path):
         assert last["args"]["init"] == (str(tmp_path / f"{recipes[step]['init']}_smoke" / "best.pth")
                                         if recipes[step]["init"] else "None")
         made = tmp_path / f"{step}_smoke_eval.h5"  # a robust recipe validates on LR of mixed degradations
-        assert last["args"]["eval_file"] == str(made if "eval_preprocess" in recipes[step] else data / recipes[step]["eval"])
+        benchmark = Path(data).resolve() / recipes[step]["eval"]  # reproduce.py resolves --data: scripts run from the repo root
+        assert last["args"]["eval_file"] == str(made if "eval_preprocess" in recipes[step] else benchmark)
         if "eval_preprocess" in recipes[step]:
             with h5py.File(made) as validation:
+                assert validation.attrs["mode"] == "eval" and validation.attrs["scale"] == int(flag(train, "--scale"))
                 assert validation.attrs["degradation"] == flag(recipes[step]["eval_preprocess"], "--degradation")
+                assert len(validation["hr"]) == SMOKE_IMAGES  # --max-images holds for an --eval file too
     report = json.loads((tmp_path / f"{name}_smoke" / "reproduce.json").read_text())
     assert report["smoke"] and report["step"] == SMOKE_STEPS and report["machine"]["cores"] >= 1
     assert report["benchmarks"]["Set5"]["shipped_psnr"] == read_manifest()[recipe["ships"]]["benchmarks"]["Set5"]["psnr"]
@@ -54,6 +58,7 @@ def test_every_recipe_runs_smoke_sized_from_scratch(name, data, tmp_path):
     assert torch.load(tmp_path / f"{name}_smoke" / "last.pth", weights_only=True)["step"] == SMOKE_STEPS
     # a full run never continues the smoke run: its own patch file and folder
     assert not (tmp_path / f"{name}.h5").exists() and not (tmp_path / name).exists()
+    assert not (tmp_path / f"{name}_eval.h5").exists()
 
 
 def test_a_patch_file_made_from_other_settings_is_refused(data, tmp_path):
@@ -101,3 +106,39 @@ def test_a_stopped_step_is_not_called_a_failure(monkeypatch, capsys):
     monkeypatch.setattr(reproduce, "run_to_the_end", lambda command: 1)
     with pytest.raises(SystemExit, match="train.py failed"):
         reproduce.script("train.py", "recipe fsrcnn_x3, training", [])
+
+
+def test_an_interrupted_patch_file_is_continued_and_an_interrupted_eval_file_made_again(monkeypatch, tmp_path):
+    """preprocess.py refuses --resume for an --eval file (written whole), so the recipe asks for --overwrite."""
+    from weights import reproduce
+    calls = []
+    monkeypatch.setattr(reproduce, "script", lambda name, step, args: calls.append(args))
+    for file, args, again in (("p.h5", ["--images", "T91"], "--resume"), ("e.h5", ["--images", "val", "--eval"], "--overwrite")):
+        (tmp_path / f"{file}.partial").write_bytes(b"left by a kill")
+        reproduce.make_file("r", "what", tmp_path / file, {"images": []}, args)
+        assert calls[-1] == [*args, again]
+        assert json.loads((tmp_path / f"{file}.recipe.json").read_text()) == {"images": []}
+    reproduce.make_file("r", "what", tmp_path / "fresh.h5", {"images": []}, ["--images", "T91"])
+    assert calls[-1] == ["--images", "T91"]
+
+
+def test_a_made_file_from_other_settings_is_refused_and_one_from_the_same_reused(monkeypatch, tmp_path):
+    from weights import reproduce
+    monkeypatch.setattr(reproduce, "script", lambda *args: pytest.fail("made again"))
+    out = tmp_path / "r_eval.h5"
+    out.write_bytes(b"made before")
+    (tmp_path / "r_eval.h5.recipe.json").write_text(json.dumps({"preprocess": ["--scale", "3"]}))
+    reproduce.make_file("r", "validation file", out, {"preprocess": ["--scale", "3"]}, [])
+    with pytest.raises(SystemExit, match="r_eval.h5 was not made from recipe r's current settings.*delete it"):
+        reproduce.make_file("r", "validation file", out, {"preprocess": ["--scale", "4"]}, [])
+
+
+def test_a_validation_file_recipe_must_make_an_eval_file_at_its_scale(tmp_path):
+    recipe = {key: None for key in KEYS} | {"train": ["--scale", "3"]}
+    broken = tmp_path / "recipes.json"
+    for made in (["--scale", "3"], ["--scale", "4", "--eval"]):
+        broken.write_text(json.dumps({"r": recipe | {"eval_preprocess": made}}))
+        with pytest.raises(ValueError, match="recipe 'r': eval_preprocess must make an --eval file at the training --scale"):
+            read_recipes(broken)
+    broken.write_text(json.dumps({"r": recipe | {"eval_preprocess": ["--scale", "3", "--eval"]}}))
+    assert read_recipes(broken)["r"]["eval_preprocess"] == ["--scale", "3", "--eval"]

@@ -85,7 +85,8 @@ def make_patches(recipes: dict, name: str, args: argparse.Namespace) -> None:
 
 
 def make_file(name: str, what: str, out: Path, settings: dict, preprocess: list[str]) -> None:
-    """preprocess.py's output, unless one made from the same settings is there (a different one is refused)."""
+    """preprocess.py's output, unless one made from the same settings is there (a different one is refused).
+    An interrupted patch file is continued; an interrupted --eval file, written whole, is made again."""
     record = out.with_name(out.name + ".recipe.json")
     if out.exists():
         if not record.exists() or json.loads(record.read_text()) != settings:
@@ -93,7 +94,8 @@ def make_file(name: str, what: str, out: Path, settings: dict, preprocess: list[
                              "delete it to make it again")
         return
     partial = out.with_name(out.name + ".partial")
-    script("preprocess.py", f"recipe {name}, {what}", [*preprocess, *(["--resume"] if partial.exists() else [])])
+    again = ("--overwrite" if "--eval" in preprocess else "--resume") if partial.exists() else None
+    script("preprocess.py", f"recipe {name}, {what}", [*preprocess, *([again] if again else [])])
     write_text(record, json.dumps(settings) + "\n")
 
 
