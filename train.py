@@ -558,7 +558,11 @@ def train(run: Training) -> None:
             save_and_exit(run, epoch, stop)
         stopping = bool(stop.signal) or bool(args.max_steps and run.progress.step >= args.max_steps)
         end_epoch(run, epoch, started, stopping)
-        if stopping:
+        stop_everywhere(run, stop)  # a signal during validation stops here, not a step into the next epoch
+        if stop.signal and run.writer:  # it came as the epoch ended: that epoch is validated and saved
+            print(f"interrupted by {signal.Signals(stop.signal).name} after epoch {epoch + 1}: checkpoint "
+                  f"{run.last_path}; continue with --resume", file=sys.stderr)
+        if stopping or stop.signal:
             break
     if run.writer:
         run.writer.close()

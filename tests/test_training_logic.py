@@ -2,6 +2,7 @@
 epoch's weights best.pth holds, what last.pth records, the loss it builds from its flags, and the
 per-layer learning rates of its optimiser."""
 import math
+import os
 import signal
 
 import numpy as np
@@ -115,6 +116,24 @@ def test_a_resumed_run_keeps_the_best_score_it_had(monkeypatch, files, tmp_path)
     assert best["meta"]["epoch"] == 1 and best["meta"]["val_psnr"] == 25.0
     assert same_weights(best["model"], first.weights[0])
     assert last["best_psnr"] == 25.0 and last["epoch"] == 3 and same_weights(last["model"], second.weights[0])
+
+
+def test_a_signal_as_an_epoch_ends_stops_after_it_and_says_so(monkeypatch, files, tmp_path, capsys):
+    """Ctrl-C during epoch 1's validation: epoch 1 is scored and saved, epoch 2 never starts, exit 130."""
+    class SignalledValidation(ScriptedValidation):
+        def __call__(self, run, with_strip):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag: validation goes on
+            return super().__call__(run, with_strip)
+
+    monkeypatch.setattr(train, "validate", SignalledValidation((25.0,)))
+    train_file, eval_folder = files
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--train-file", str(train_file), "--eval-file", str(eval_folder), "--arch", "9-1-5",
+                    "--batch-size", str(BATCH), "--workers", "0", "--epochs", "3", "--output-dir", str(tmp_path)])
+    assert stopped.value.code == 128 + signal.SIGINT
+    assert "interrupted by SIGINT after epoch 1" in capsys.readouterr().err
+    last = load(tmp_path / "last.pth")
+    assert last["epoch"] == 1 and last["batches_done"] == 0 and last["best_psnr"] == 25.0
 
 
 def reference_weighted(sr, hr, w_mse, w_psnr, w_ssim):
