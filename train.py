@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_device(parser)
     parser.add_argument("--memory-format", choices=sorted(MEMORY_FORMATS), default="channels_last",
                         help="tensor layout of the convolutions (docs/speed.md compares them)")
+    parser.add_argument("--autocast", default="auto", choices=list(AUTOCAST),
+                        help="reduced-precision forward/backward (weights and optimiser stay fp32); auto: fp16 with "
+                             "a gradient scaler on CUDA, off on the CPU; bf16 is twice the fp32 rate on a CPU with "
+                             "native bf16 (docs/training.md)")
+    parser.add_argument("--autocast-epochs", type=int,
+                        help="epochs run under --autocast, the rest in fp32: bf16's rounding costs a few hundredths "
+                             "of a dB at the low rates a cosine schedule ends with (default: every epoch)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <output-dir>/last.pth (with the settings it was started with)")
     parser.add_argument("--overwrite", action="store_true",
@@ -91,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --autocast: the dtype the forward and backward run in (None: fp32)
+AUTOCAST = {"auto": None, "off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast_dtype(choice: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of --autocast on this device: fp16 is for CUDA (a CPU runs it slower than fp32),
+    and bf16 on a CPU without native bf16 is emulated, slower than fp32 (a warning, not a refusal)."""
+    if choice == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if choice == "fp16" and device.type != "cuda":
+        raise SystemExit("error: --autocast fp16 needs CUDA; on the CPU use bf16 (or off)")
+    if choice == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        print("warning: --autocast bf16: this CPU has no native bf16 (AVX512-BF16 or AMX): training runs slower "
+              "than with --autocast off", file=sys.stderr)
+    return AUTOCAST[choice]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -99,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--image-every must be 0 (no images) or more")
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --output-dir, --overwrite deletes it: choose one")
+    if args.autocast_epochs is not None and args.autocast_epochs < 0:
+        parser.error("--autocast-epochs must be 0 or more")
     for name in ("batch_size", "epochs", "log_every", "eval_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -138,6 +164,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    autocast: torch.dtype | None
     criterion: object
     meta: dict
     writer: SummaryWriter | None = None
@@ -246,9 +273,10 @@ def set_up(args: argparse.Namespace, rank: int, world: int, device: torch.device
     meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "blur_sigma": blur_sigma,
             "degradation": str(train_set.attrs.get("degradation", "matlab")), "train_file": str(args.train_file),
             "train_patches": len(train_set)}
+    dtype = autocast_dtype(args.autocast, device)
     return Training(args, rank, world, device, train_set, pairs, color, model, net, optimizer, make_scheduler(optimizer, args),
-               torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
-               losses.get_loss(args.loss, tuple(args.loss_weights)), meta)
+                    torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),  # bf16 has fp32's range: no scaling
+                    dtype, losses.get_loss(args.loss, tuple(args.loss_weights)), meta)
 
 
 def run_files(folder: Path) -> list[Path]:
@@ -424,7 +452,8 @@ def train_step(run: Training, lr: torch.Tensor, hr: torch.Tensor, augment_rng: t
     lr, hr = lr.to(run.device, non_blocking=True), hr.to(run.device, non_blocking=True)
     if run.model.border:  # valid padding: the loss covers the centre the network computes
         hr = hr[..., run.model.border:-run.model.border, run.model.border:-run.model.border]
-    with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.device.type == "cuda"):
+    reduced = run.autocast is not None and (args.autocast_epochs is None or p.step < args.autocast_epochs * run.per_epoch)
+    with torch.autocast(run.device.type, dtype=run.autocast or torch.float32, enabled=reduced):
         sr = run.net(lr)
     loss = run.criterion(sr.float(), hr)
     value = loss.item()

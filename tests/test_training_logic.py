@@ -136,6 +136,32 @@ def test_a_signal_as_an_epoch_ends_stops_after_it_and_says_so(monkeypatch, files
     assert last["epoch"] == 1 and last["batches_done"] == 0 and last["best_psnr"] == 25.0
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16")
+def test_autocast_epochs_run_in_bf16_and_the_rest_in_fp32(monkeypatch, files, tmp_path):
+    """--autocast bf16 --autocast-epochs 1 of 2: epoch 1's 4 steps compute in bf16, epoch 2's in fp32; the
+    weights and the optimiser stay fp32 throughout (what best.pth holds)."""
+    dtypes, step = [], train.train_step
+
+    def spy(run, lr, hr, augment_rng):
+        value, sr, hr = step(run, lr, hr, augment_rng)
+        dtypes.append(sr.dtype)
+        return value, sr, hr
+
+    monkeypatch.setattr(train, "train_step", spy)
+    train_run(monkeypatch, files, tmp_path / "run", (20.0, 21.0), "--epochs", 2, "--autocast", "bf16",
+              "--autocast-epochs", 1)
+    assert dtypes == [torch.bfloat16] * 4 + [torch.float32] * 4
+    assert {v.dtype for v in load(tmp_path / "run" / "best.pth")["model"].values()} == {torch.float32}
+
+
+def test_autocast_auto_is_fp32_on_the_cpu_and_fp16_is_refused_there():
+    cpu = torch.device("cpu")
+    assert train.autocast_dtype("auto", cpu) is None and train.autocast_dtype("off", cpu) is None
+    assert train.autocast_dtype("auto", torch.device("cuda")) is torch.float16
+    with pytest.raises(SystemExit, match="--autocast fp16 needs CUDA"):
+        train.autocast_dtype("fp16", cpu)
+
+
 def reference_weighted(sr, hr, w_mse, w_psnr, w_ssim):
     """The weighted loss from its definition, with SSIM from scikit-image (the same Gaussian window)."""
     from skimage.metrics import structural_similarity
