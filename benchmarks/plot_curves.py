@@ -7,8 +7,8 @@ A folder is one train.py run, or a model trained in stages: then its subfolders 
 order they ran (weights/training/srcnn_x3/{cpu,gpu1,gpu2,gpu3}), drawn end to end with dotted lines
 between them. Epochs come from each run's steps and best.pth's steps per epoch (batch sizes differ by stage);
 --clock draws against train.py's training clock instead (time-to-quality, validation not counted).
-Dashed lines: the bicubic PSNR (grey) and, for SRCNN and FSRCNN at x2/x3/x4, their paper's Set5
-result (red). Run names go in the lowest free row, clear of the curve and of each other.
+Dashed lines: the bicubic PSNR (grey) and, for SRCNN 9-5-5 and FSRCNN validated on Set5 (best.pth's
+record, whatever the folder is called), their paper's Set5 result (red). Run names go in the lowest free row, clear of the curve and of each other.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 import cli
@@ -72,6 +73,16 @@ def panel(title: str, curve: list[tuple[float, float]], boundaries: list[tuple[f
     return image
 
 
+def paper_line(run: Path) -> float | None:
+    """The paper's Set5 PSNR for the network a run trained, if it validated on Set5: its best.pth says
+    which network, scale and validation set (a robust run validates on SunHays80: no paper line)."""
+    meta = torch.load(run / "best.pth", map_location="cpu", weights_only=True)["meta"]
+    model = {"9-5-5": "srcnn", "fsrcnn": "fsrcnn"}.get(meta.get("arch"))
+    if model is None or meta.get("color", "y") != "y" or "Set5" not in Path(meta.get("eval_file", "")).parts:
+        return None
+    return paper_psnr(model, "Set5", meta["scale"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     parser.add_argument("runs", type=Path, nargs="+", help="train.py run folders")
@@ -100,9 +111,8 @@ def main() -> None:
             bicubic = read_scalar(run, "val/bicubic_psnr") or bicubic
         if not curve:
             raise SystemExit(f"error: {folder}: no val/psnr in its TensorBoard logs")
-        arch, _, scale = folder.name.partition("_x")  # srcnn_x3, fsrcnn_x2; not srcnn_x3_rgb
         lines = {"bicubic": (bicubic[-1][1], "grey")} if bicubic else {}
-        paper = paper_psnr(arch, "Set5", int(scale)) if scale.isdigit() else None
+        paper = paper_line(runs[-1])
         if paper is not None:
             lines["paper"] = (paper, "red")
         best = max(v for _, v in curve)

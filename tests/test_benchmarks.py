@@ -19,18 +19,22 @@ def test_color_table_measures_bicubic_like_the_published_protocol(data):
 
 
 def test_curves_plot_draws_each_papers_target_only_where_there_is_one(tmp_path):
-    """The shipped training logs, plotted: FSRCNN x3's panel has its paper's red line, the RGB model's none."""
+    """The shipped training logs, plotted: FSRCNN x3's chain and its recipe's run (a folder not named after
+    the model) have their paper's red line; the RGB model and the robust recipe, selected on SunHays80, none."""
     import numpy as np
     from PIL import Image
 
     output = tmp_path / "curves.png"
-    out = run_module("benchmarks.plot_curves", REPO / "weights" / "training" / "fsrcnn_x3",
-                     REPO / "weights" / "training" / "srcnn_x3_rgb", "--output", output)
+    training = REPO / "weights" / "training"
+    out = run_module("benchmarks.plot_curves", training / "fsrcnn_x3", training / "srcnn_x3_rgb",
+                     training / "fsrcnn_x3_recipe", training / "fsrcnn_real_x3_recipe", "--output", output)
     assert out.returncode == 0, out.stderr
     sheet = np.asarray(Image.open(output).convert("RGB")).astype(int)
-    assert sheet.shape == (300, 840, 3)  # two 420x300 panels side by side
+    assert sheet.shape == (600, 1260, 3)  # 420x300 panels, three to a row
     red = (sheet[..., 0] > 200) & (sheet[..., 1] < 60) & (sheet[..., 2] < 60)
-    assert red[:, :420].sum() > 100 and red[:, 420:].sum() == 0
+    panels = [red[row * 300:(row + 1) * 300, column * 420:(column + 1) * 420] for row, column in ((0, 0), (0, 1), (0, 2), (1, 0))]
+    assert [panel.sum() > 100 for panel in panels] == [True, False, True, False]
+    assert panels[1].sum() == 0 and panels[3].sum() == 0
     # those runs predate train.py's training clock: --clock says so in one line
     assert_clean_error(run_module("benchmarks.plot_curves", REPO / "weights" / "training" / "fsrcnn_x3", "--clock",
                                   "--output", output), "no time/train_seconds")
