@@ -39,13 +39,15 @@ def test_every_recipe_runs_smoke_sized_from_scratch(name, data, tmp_path):
         assert last["train_seconds"] > 0 and float(last["args"]["lr"]) == float(flag(train, "--lr"))
         assert last["args"]["init"] == (str(tmp_path / f"{recipes[step]['init']}_smoke" / "best.pth")
                                         if recipes[step]["init"] else "None")
-        made = tmp_path / f"{step}_smoke_eval.h5"  # a robust recipe validates on LR of mixed degradations
+        made = tmp_path / f"{step}_smoke_eval.h5"  # a robust or blur recipe validates on LR it made
         benchmark = Path(data).resolve() / recipes[step]["eval"]  # reproduce.py resolves --data: scripts run from the repo root
         assert last["args"]["eval_file"] == str(made if "eval_preprocess" in recipes[step] else benchmark)
         if "eval_preprocess" in recipes[step]:
             with h5py.File(made) as validation:
                 assert validation.attrs["mode"] == "eval" and validation.attrs["scale"] == int(flag(train, "--scale"))
-                assert validation.attrs["degradation"] == flag(recipes[step]["eval_preprocess"], "--degradation")
+                made_with = recipes[step]["eval_preprocess"]  # mixed degradations, or a blur (the loss study's files)
+                assert validation.attrs["degradation"] == flag(made_with, "--degradation", "matlab")
+                assert validation.attrs["blur_sigma"] == float(flag(made_with, "--blur-sigma", "0"))
                 assert len(validation["hr"]) == SMOKE_IMAGES  # --max-images holds for an --eval file too
     report = json.loads((tmp_path / f"{name}_smoke" / "reproduce.json").read_text())
     assert report["smoke"] and report["step"] == SMOKE_STEPS and report["machine"]["cores"] >= 1
