@@ -265,6 +265,11 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware (PyTorch asks oneDNN on the CPU: AVX512-BF16 or AMX)."""
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
     """Median wall time of `run()` over `repeats` calls, waiting for the GPU where there is one.
     Callers warm up first (allocator, kernel choice, compilation)."""

@@ -36,7 +36,7 @@ from checkpoints import CHECKPOINT_FILES, load_checkpoint, save_atomic
 from datasets import PatchDataset, augment_pairs, eval_pairs
 from files import LockedError, WriteError, check_writable, hold_lock, make_folder
 from evaluate import evaluate_pairs, upscale
-from inference import MEMORY_FORMATS, Upscaler, choose_device
+from inference import MEMORY_FORMATS, Upscaler, choose_device, native_bf16
 from models import ARCHS, FSRCNN, SRCNN, WeightsError, build_model, load_model
 from utils import ImageError, filter_grid, first_line, to_uint8, upscale_bicubic, y_channel
 
@@ -104,14 +104,15 @@ AUTOCAST = {"auto": None, "off": None, "fp16": torch.float16, "bf16": torch.bflo
 
 def autocast_dtype(choice: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of --autocast on this device: fp16 is for CUDA (a CPU runs it slower than fp32),
-    and bf16 on a CPU without native bf16 is emulated, slower than fp32 (a warning, not a refusal)."""
+    and bf16 where the hardware lacks it (a CPU without AVX512-BF16 or AMX, a GPU before Ampere) is
+    emulated, slower than fp32: a warning, not a refusal."""
     if choice == "auto":
         return torch.float16 if device.type == "cuda" else None
     if choice == "fp16" and device.type != "cuda":
         raise SystemExit("error: --autocast fp16 needs CUDA; on the CPU use bf16 (or off)")
-    if choice == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        print("warning: --autocast bf16: this CPU has no native bf16 (AVX512-BF16 or AMX): training runs slower "
-              "than with --autocast off", file=sys.stderr)
+    if choice == "bf16" and not native_bf16(device):
+        print(f"warning: --autocast bf16: this {'GPU' if device.type == 'cuda' else 'CPU'} has no native bf16: "
+              "training runs slower than with --autocast off", file=sys.stderr)
     return AUTOCAST[choice]
 
 

@@ -17,7 +17,7 @@ import argparse
 import torch
 
 import cli
-from inference import MEMORY_FORMATS, choose_device, median_seconds
+from inference import MEMORY_FORMATS, choose_device, median_seconds, native_bf16
 from models import build_model
 
 
@@ -55,8 +55,7 @@ def main() -> None:
     args = build_parser().parse_args()
     device = choose_device(args.device)
     configs = [(padding, layout, None) for padding in ("same", "valid") for layout in ("contiguous", "channels_last")]
-    reduced = torch.float16 if device.type == "cuda" else \
-        torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    reduced = torch.float16 if device.type == "cuda" else torch.bfloat16 if native_bf16(device) else None
     if reduced is not None:
         configs += [(padding, "channels_last", reduced) for padding in ("same", "valid")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

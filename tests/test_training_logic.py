@@ -12,6 +12,7 @@ from conftest import noisy_patches, textured_image
 from PIL import Image
 
 import train
+from inference import native_bf16
 from models import build_model
 
 BATCH, COUNT = 8, 32  # 4 optimiser steps an epoch
@@ -136,7 +137,7 @@ def test_a_signal_as_an_epoch_ends_stops_after_it_and_says_so(monkeypatch, files
     assert last["epoch"] == 1 and last["batches_done"] == 0 and last["best_psnr"] == 25.0
 
 
-@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16")
+@pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU has no native bf16")
 def test_autocast_epochs_run_in_bf16_and_the_rest_in_fp32(monkeypatch, files, tmp_path):
     """--autocast bf16 --autocast-epochs 1 of 2: epoch 1's 4 steps compute in bf16, epoch 2's in fp32; the
     weights and the optimiser stay fp32 throughout (what best.pth holds)."""
@@ -160,6 +161,15 @@ def test_autocast_auto_is_fp32_on_the_cpu_and_fp16_is_refused_there():
     assert train.autocast_dtype("auto", torch.device("cuda")) is torch.float16
     with pytest.raises(SystemExit, match="--autocast fp16 needs CUDA"):
         train.autocast_dtype("fp16", cpu)
+
+
+def test_bf16_without_hardware_support_trains_with_a_warning(monkeypatch, capsys):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "native_bf16", lambda device: True)
+    assert train.autocast_dtype("bf16", cpu) is torch.bfloat16 and capsys.readouterr().err == ""
+    monkeypatch.setattr(train, "native_bf16", lambda device: False)
+    assert train.autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert "this CPU has no native bf16: training runs slower" in capsys.readouterr().err
 
 
 def reference_weighted(sr, hr, w_mse, w_psnr, w_ssim):
