@@ -30,9 +30,16 @@ def stages(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*"))), key=started)
 
 
+def best_meta(run: Path) -> dict:
+    """The record of the run's best.pth: network, scale, validation set, step and (fractional) epoch."""
+    if not (run / "best.pth").is_file():
+        raise ValueError(f"{run}: no best.pth (a run stopped before its first validation?)")
+    return torch.load(run / "best.pth", map_location="cpu", weights_only=True)["meta"]
+
+
 def steps_per_epoch(run: Path) -> float:
     """From the run's best.pth, which records both its step and its (fractional) epoch."""
-    meta = torch.load(run / "best.pth", map_location="cpu", weights_only=True)["meta"]
+    meta = best_meta(run)
     return meta["step"] / meta["epoch"]
 
 

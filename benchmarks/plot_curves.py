@@ -17,13 +17,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 import cli
 from evaluate import paper_psnr
 from files import make_folder
-from run_logs import clock_curve, read_scalar, stages, steps_per_epoch
+from run_logs import best_meta, clock_curve, read_scalar, stages, steps_per_epoch
 from utils import save_image
 
 W, H, MARGIN = 420, 300, 48
@@ -76,7 +75,7 @@ def panel(title: str, curve: list[tuple[float, float]], boundaries: list[tuple[f
 def paper_line(run: Path) -> float | None:
     """The paper's Set5 PSNR for the network a run trained, if it validated on Set5: its best.pth says
     which network, scale and validation set (a robust run validates on SunHays80: no paper line)."""
-    meta = torch.load(run / "best.pth", map_location="cpu", weights_only=True)["meta"]
+    meta = best_meta(run)
     model = {"9-5-5": "srcnn", "fsrcnn": "fsrcnn"}.get(meta.get("arch"))
     if model is None or meta.get("color", "y") != "y" or "Set5" not in Path(meta.get("eval_file", "")).parts:
         return None

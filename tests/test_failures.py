@@ -123,7 +123,8 @@ def test_resume_refuses_other_settings_or_another_train_file(tmp_path, eval_fold
     other_eval = tmp_path / "other_eval"
     other_eval.mkdir()
     Image.fromarray(textured_image(60, 60, seed=1)).save(other_eval / "b.png")
-    for flag, value in (("--lr", 0.5), ("--batch-size", 4), ("--seed", 9), ("--epochs", 5), ("--eval-file", other_eval)):
+    for flag, value in (("--lr", 0.5), ("--batch-size", 4), ("--seed", 9), ("--epochs", 5), ("--eval-file", other_eval),
+                        ("--autocast", "bf16")):
         assert_clean_error(run("train.py", *common, flag, value, "--resume"), "--resume", flag)  # the last flag counts
     other = noisy_patches(tmp_path / "other.h5", count=64)
     assert_clean_error(run("train.py", *training(other, eval_folder, folder, "--lr-schedule", "cosine", "--epochs", 3),
