@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tensor layout of the convolutions (docs/speed.md compares them)")
     parser.add_argument("--autocast", default="auto", choices=["auto", "off", *REDUCED],
                         help="reduced-precision forward/backward (weights and optimiser stay fp32); auto: fp16 with "
-                             "a gradient scaler on CUDA, off on the CPU; bf16 trains SRCNN 1.6x faster on a CPU with "
-                             "native bf16 (docs/training.md)")
+                             "a gradient scaler on CUDA, off on the CPU; bf16 is faster where the CPU or GPU has "
+                             "native bf16 (measured in docs/training.md)")
     parser.add_argument("--autocast-epochs", type=int, metavar="N",
                         help="the first N epochs run under --autocast, the rest in fp32: bf16's rounding costs a few "
                              "hundredths of a dB at the low rates a cosine schedule ends with (default: every epoch)")
