@@ -8,7 +8,8 @@ order they ran (weights/training/srcnn_x3/{cpu,gpu1,gpu2,gpu3}), drawn end to en
 between them. Epochs come from each run's steps and best.pth's steps per epoch (batch sizes differ by stage);
 --clock draws against train.py's training clock instead (time-to-quality, validation not counted).
 Dashed lines: the bicubic PSNR (grey) and, for SRCNN 9-5-5 and FSRCNN validated on Set5 (best.pth's
-record, whatever the folder is called), their paper's Set5 result (red). Run names go in the lowest free row, clear of the curve and of each other.
+record, whatever the folder is called), their paper's Set5 result (red). Run names go in the lowest free
+row, clear of the curve and of each other.
 """
 from __future__ import annotations
 

@@ -67,8 +67,8 @@ def main() -> None:
     for padding, layout, autocast in configs:  # same + contiguous first: the baseline
         rate = patches_per_second(padding, layout, autocast, device, args.batch_size, args.patch_size, args.steps)
         baseline = baseline or rate
-        print(f"| {padding} | {'NCHW' if layout == 'contiguous' else layout} | {str(autocast).removeprefix('torch.') if autocast else 'no'} | "
-              f"{rate:.0f} | {rate / baseline:.2f}x |")
+        dtype = str(autocast).removeprefix("torch.") if autocast else "no"
+        print(f"| {padding} | {'NCHW' if layout == 'contiguous' else layout} | {dtype} | {rate:.0f} | {rate / baseline:.2f}x |")
 
 
 if __name__ == "__main__":
