@@ -329,12 +329,20 @@ def clear_old_run(run: Training) -> None:
             old.unlink()
 
 
+def same_file(key: str, recorded: dict, current: dict) -> bool:
+    """The same file written another way (./data, a link), or at the same place beside the run folder: a
+    run folder copied with its patch file into another checkout (an archived run continued) still resumes."""
+    if os.path.realpath(recorded[key]) == os.path.realpath(current[key]):
+        return True
+    beside = lambda args: os.path.relpath(os.path.abspath(args[key]), os.path.abspath(args["output_dir"]))
+    return "output_dir" in recorded and beside(recorded) == beside(current)
+
+
 def check_same_run(state: dict, args: argparse.Namespace, train_patches: int, path: Path) -> None:
     """A resumed run must continue with its own data and settings, or it silently becomes another run."""
     recorded, current = state.get("args", {}), {k: str(v) for k, v in vars(args).items()}
     keys = RUN_SETTINGS + (("epochs",) if args.lr_schedule == "cosine" else ())
-    same = lambda k: os.path.realpath(recorded[k]) == os.path.realpath(current[k]) if k.endswith("_file") \
-        else recorded[k] == current[k]  # a path may be written another way: ./data, a link
+    same = lambda k: same_file(k, recorded, current) if k.endswith("_file") else recorded[k] == current[k]
     differ = [f"--{k.replace('_', '-')} {recorded[k]} (now {current[k]})" for k in keys if k in recorded and not same(k)]
     patches = state.get("meta", {}).get("train_patches", train_patches)
     if patches != train_patches:

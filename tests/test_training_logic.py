@@ -3,6 +3,7 @@ epoch's weights best.pth holds, what last.pth records, the loss it builds from i
 per-layer learning rates of its optimiser."""
 import math
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -102,6 +103,25 @@ def test_best_pth_is_written_only_at_validations(monkeypatch, files, tmp_path):
     assert best["meta"]["epoch"] == 2 and best["meta"]["val_psnr"] == 25.0
     assert same_weights(best["model"], validation.weights[0])
     assert last["best_psnr"] == 25.0 and last["epoch"] == 3
+
+
+def test_a_run_folder_copied_with_its_patches_resumes_in_another_checkout(monkeypatch, tmp_path):
+    """An archived run is continued in another clone: its checkpoint names the old absolute paths."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / "data" / "eval").mkdir(parents=True)
+    (old / "runs").mkdir()
+    Image.fromarray(textured_image(48, 48)).save(old / "data" / "eval" / "a.png")
+    noisy_patches(old / "runs" / "tiny.h5", count=COUNT, size=15)
+    train_run(monkeypatch, (old / "runs" / "tiny.h5", old / "data" / "eval"), old / "runs" / "x", [20.0], "--epochs", 1)
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    train_run(monkeypatch, (new / "runs" / "tiny.h5", new / "data" / "eval"), new / "runs" / "x", [21.0],
+              "--epochs", 2, "--resume")
+    assert torch.load(new / "runs" / "x" / "last.pth", weights_only=False)["epoch"] == 2
+    noisy_patches(new / "other.h5", count=COUNT, size=15)  # the same patches elsewhere are another run's file
+    with pytest.raises(SystemExit, match="--train-file"):
+        train_run(monkeypatch, (new / "other.h5", new / "data" / "eval"), new / "runs" / "x", [22.0],
+                  "--epochs", 3, "--resume")
 
 
 def test_a_resumed_run_keeps_the_best_score_it_had(monkeypatch, files, tmp_path):
