@@ -7,7 +7,8 @@ and the history only needs the curves. last.pth is not kept (the run's schedule 
 run continues from best.pth) unless --keep-checkpoint: a run stopped part-way, to be continued in another
 session or checkout by copying the archived folder back to the run's --output-dir and resuming it there
 (not in weights/training, where its new event files and checkpoints would land in the history). The
-checkpoint records its patch and validation files' paths as given, and --resume refuses others.
+checkpoint records its patch and validation files' paths; --resume takes them at those paths or at the
+same place beside the run folder (the patch file copied with it into another checkout), no others.
 """
 from __future__ import annotations
 
