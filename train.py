@@ -334,8 +334,8 @@ def same_file(key: str, recorded: dict, current: dict) -> bool:
     run folder copied with its patch file into another checkout (an archived run continued) still resumes."""
     if os.path.realpath(recorded[key]) == os.path.realpath(current[key]):
         return True
-    beside = lambda args: os.path.relpath(os.path.abspath(args[key]), os.path.abspath(args["output_dir"]))
-    return "output_dir" in recorded and beside(recorded) == beside(current)
+    beside = lambda run_args: os.path.relpath(os.path.abspath(run_args[key]), os.path.abspath(run_args["output_dir"]))
+    return "output_dir" in recorded and beside(recorded) == beside(current)  # older checkpoints: outputs_dir
 
 
 def check_same_run(state: dict, args: argparse.Namespace, train_patches: int, path: Path) -> None:
