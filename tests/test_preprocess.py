@@ -1,3 +1,4 @@
+import shutil
 import signal
 import subprocess
 import time
@@ -191,8 +192,9 @@ def test_ctrl_c_is_a_stop_that_keeps_the_images_done(tmp_path):
     """Exit 130 (as train.py's), so weights.reproduce says how to go on rather than calling it a failure."""
     folder = tmp_path / "many"
     folder.mkdir()
-    for i in range(40):
-        Image.fromarray(textured_image(400, 400, seed=i)).save(folder / f"{i:02d}.png")
+    Image.fromarray(textured_image(1200, 1200)).save(folder / "00.png")
+    for i in range(1, 40):  # about 10 s of work: at 400x400 the run could end before the signal came
+        shutil.copyfile(folder / "00.png", folder / f"{i:02d}.png")
     out = tmp_path / "big.h5"
     proc = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), "--images", str(folder), "--output", str(out),
                              "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
