@@ -482,6 +482,9 @@ def fill_partial(args: argparse.Namespace, paths: list[Path], partial_path: Path
 
 @cli.one_line_errors()
 def main() -> None:
+    # A shell starts a background job with SIGINT ignored, and Python then raises no KeyboardInterrupt: a
+    # kill -INT (or weights.reproduce passing on Ctrl-C) must still stop it cleanly, as it stops train.py
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parse_args(parser)
     paths = [path for root in args.images for path in list_images(root)] if args.images else \
