@@ -335,7 +335,8 @@ def same_file(key: str, recorded: dict, current: dict) -> bool:
     if os.path.realpath(recorded[key]) == os.path.realpath(current[key]):
         return True
     beside = lambda run_args: os.path.relpath(os.path.abspath(run_args[key]), os.path.abspath(run_args["output_dir"]))
-    return "output_dir" in recorded and beside(recorded) == beside(current)  # older checkpoints: outputs_dir
+    # checkpoints from before the flag was called --output-dir recorded outputs_dir: their real path alone counts
+    return "output_dir" in recorded and beside(recorded) == beside(current)
 
 
 def check_same_run(state: dict, args: argparse.Namespace, train_patches: int, path: Path) -> None:

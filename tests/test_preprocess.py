@@ -168,8 +168,7 @@ def test_interrupted_run_leaves_no_complete_looking_file(tmp_path):
         Image.fromarray(textured_image(200, 200, seed=i)).save(folder / f"{i:02d}.png")
     out = tmp_path / "big.h5"
     proc = subprocess.Popen([sys.executable, str(REPO / "preprocess.py"), "--images", str(folder), "--output", str(out),
-                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as a shell's `&` starts it
+                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     partial = out.with_name("big.h5.partial")
     written, deadline = 0, time.time() + 60
     while time.time() < deadline and proc.poll() is None:  # wait until some images are in the file
