@@ -41,9 +41,7 @@ BENCHMARKS = ("Set5", "Set14")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
-    parser.add_argument("recipe", choices=sorted(read_recipes()),
-                        help="the recipe (a shipped file's name, no .pth, or a step another starts from, "
-                             "as srcnn_x3_scratch)")
+    parser.add_argument("recipe", choices=sorted(read_recipes()), help="the recipe (a shipped file's name, no .pth)")
     cli.add_data(parser)
     cli.add_output_dir(parser, Path("runs/recipes"), "where the patch files and run folders go")
     parser.add_argument("--smoke", action="store_true",
