@@ -1,7 +1,7 @@
 """Time-to-quality of a train.py run: the training wall-clock (validation not counted, summed over
 --resume sessions) at which its validation PSNR first reached a target, with the curve it got there by.
 
-    python -m benchmarks.time_to_quality weights/training/srcnn_x3_recipe/cpu_bf16 --target 32.75
+    python -m benchmarks.time_to_quality weights/training/srcnn_x3_recipe/earlier_versions/cpu_bf16 --target 32.75
 
 The clock is train.py's `time/train_seconds` scalar, logged at every validation; runs from before it
 existed have none and are refused. A speedrun-style record: the run's own folder holds its command
