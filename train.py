@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -199,7 +200,11 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 
 def finish_distributed(world: int) -> None:
+    """Leave the process group, once the run that used it is freed: a DistributedDataParallel wrapper
+    still alive at interpreter exit, after its group is gone, now and then aborts a gloo rank
+    ("terminate called without an active exception") after the run has finished and saved."""
     if world > 1:
+        gc.collect()  # anything of the run's still held in a reference cycle
         dist.destroy_process_group()
 
 
@@ -576,19 +581,18 @@ def end_epoch(run: Training, epoch: int, started: float, stopping: bool) -> None
         dist.barrier()
 
 
-def save_and_exit(run: Training, epoch: int, stop: StopRequest) -> None:
-    """A signal mid-epoch: save where the run stands and exit with 128 + the signal's number."""
+def save_interrupted(run: Training, epoch: int, stop: StopRequest) -> None:
+    """A signal mid-epoch: save where the run stands."""
     if run.writer:
         save_checkpoint(run, epoch, run.progress.batches_done, None)
         run.writer.close()
         print(f"interrupted by {signal.Signals(stop.signal).name} at step {run.progress.step}: checkpoint "
               f"{run.last_path}; continue with --resume", file=sys.stderr)
-    finish_distributed(run.world)
-    raise SystemExit(128 + stop.signal)
 
 
-def train(run: Training) -> None:
-    """Epochs until --epochs or --max-steps, validating and saving after each; a signal saves and exits."""
+def train(run: Training) -> int:
+    """Epochs until --epochs or --max-steps, validating and saving after each; a signal saves and stops.
+    The exit status: 0, or 128 + the signal's number."""
     args, stop, augment_rng = run.args, StopRequest(), torch.Generator()
     run.model.train()
     for epoch in range(run.progress.epoch, args.epochs):
@@ -598,7 +602,8 @@ def train(run: Training) -> None:
         train_epoch(run, epoch, stop, augment_rng)
         run.progress.train_seconds += time.perf_counter() - started
         if stop.signal and run.progress.batches_done < run.per_epoch:
-            save_and_exit(run, epoch, stop)
+            save_interrupted(run, epoch, stop)
+            return 128 + stop.signal
         stopping = bool(stop.signal) or bool(args.max_steps and run.progress.step >= args.max_steps)
         end_epoch(run, epoch, started, stopping)
         stop_everywhere(run, stop)  # a signal during validation stops here, not a step into the next epoch
@@ -610,9 +615,7 @@ def train(run: Training) -> None:
     if run.writer:
         run.writer.close()
         print(f"best val PSNR {run.progress.best_psnr:.2f} dB; weights in {run.best_path}")
-    if stop.signal:
-        finish_distributed(run.world)
-        raise SystemExit(128 + stop.signal)
+    return 128 + stop.signal if stop.signal else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -625,8 +628,11 @@ def main(argv: list[str] | None = None) -> None:
             restore(run)
         clear_old_run(run)
         open_log(run)
-        train(run)
+        status = train(run)
+    del run  # before the process group it holds (finish_distributed)
     finish_distributed(world)
+    if status:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":
