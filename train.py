@@ -415,7 +415,7 @@ def save_checkpoint(run: Training, epoch: int, batches: int, scores: dict | None
 
 
 class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop finishes its step, writes a checkpoint and exits."""
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, writes a checkpoint and stops."""
 
     def __init__(self) -> None:
         self.signal = 0
@@ -592,7 +592,7 @@ def save_interrupted(run: Training, epoch: int, stop: StopRequest) -> None:
 
 def train(run: Training) -> int:
     """Epochs until --epochs or --max-steps, validating and saving after each; a signal saves and stops.
-    The exit status: 0, or 128 + the signal's number."""
+    Returns the exit status: 0, or 128 + the signal's number."""
     args, stop, augment_rng = run.args, StopRequest(), torch.Generator()
     run.model.train()
     for epoch in range(run.progress.epoch, args.epochs):
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> None:
         clear_old_run(run)
         open_log(run)
         status = train(run)
-    del run  # before the process group it holds (finish_distributed)
+    del run  # its DistributedDataParallel wrapper goes before finish_distributed leaves the process group
     finish_distributed(world)
     if status:
         raise SystemExit(status)
