@@ -278,7 +278,7 @@ def set_up(args: argparse.Namespace, rank: int, world: int, device: torch.device
     optimizer = make_optimizer(model, args)
     meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "blur_sigma": blur_sigma,
             "degradation": str(train_set.attrs.get("degradation", "matlab")), "train_file": str(args.train_file),
-            "train_patches": len(train_set)}
+            "train_patches": len(train_set), "train_data": patch_settings(train_set.attrs)}
     return Training(args, rank, world, device, train_set, pairs, color, model, net, optimizer, make_scheduler(optimizer, args),
                     torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),  # bf16 has fp32's range: no scaling
                     dtype, losses.get_loss(args.loss, tuple(args.loss_weights)), meta)
@@ -344,15 +344,25 @@ def same_file(key: str, recorded: dict, current: dict) -> bool:
     return "output_dir" in recorded and beside(recorded) == beside(current)
 
 
-def check_same_run(state: dict, args: argparse.Namespace, train_patches: int, path: Path) -> None:
-    """A resumed run must continue with its own data and settings, or it silently becomes another run."""
+def patch_settings(attrs: dict) -> dict[str, str]:
+    """What preprocess.py made a patch file with (scale, patch size, blur, degradation, seed, ...), without
+    where its images were read from or how the command was run: the same file made again matches."""
+    return {k: str(v) for k, v in sorted(attrs.items()) if k not in ("arguments", "source")}
+
+
+def check_same_run(state: dict, args: argparse.Namespace, meta: dict, path: Path) -> None:
+    """A resumed run must continue with its own data and settings, or it silently becomes another run
+    (a patch file made again at the same path with another blur or degradation holds as many patches)."""
     recorded, current = state.get("args", {}), {k: str(v) for k, v in vars(args).items()}
     keys = RUN_SETTINGS + (("epochs",) if args.lr_schedule == "cosine" else ())
     same = lambda k: same_file(k, recorded, current) if k.endswith("_file") else recorded[k] == current[k]
     differ = [f"--{k.replace('_', '-')} {recorded[k]} (now {current[k]})" for k in keys if k in recorded and not same(k)]
-    patches = state.get("meta", {}).get("train_patches", train_patches)
-    if patches != train_patches:
-        differ.append(f"{patches} training patches (now {train_patches})")
+    patches = state.get("meta", {}).get("train_patches", meta["train_patches"])
+    if patches != meta["train_patches"]:
+        differ.append(f"{patches} training patches (now {meta['train_patches']})")
+    made_with = state.get("meta", {}).get("train_data", meta["train_data"])  # older checkpoints: not recorded
+    differ += [f"patches made with {k} {made_with.get(k)} (now {meta['train_data'].get(k)})"
+               for k in sorted(made_with.keys() | meta["train_data"].keys()) if made_with.get(k) != meta["train_data"].get(k)]
     if differ:
         raise SystemExit(f"error: --resume: {path} was trained with {'; '.join(differ)}; resume with the run's "
                          "settings, or start another run in another --output-dir")
@@ -361,7 +371,7 @@ def check_same_run(state: dict, args: argparse.Namespace, train_patches: int, pa
 def restore(run: Training) -> None:
     """With --resume, the weights, optimiser, schedule, counters and RNG state of last.pth."""
     state = load_checkpoint(run.last_path)
-    check_same_run(state, run.args, len(run.train_set), run.last_path)
+    check_same_run(state, run.args, run.meta, run.last_path)
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])

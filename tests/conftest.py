@@ -92,12 +92,13 @@ def write_patches(path: Path, lr: np.ndarray, hr: np.ndarray, scale: int = 3, co
     return path
 
 
-def noisy_patches(path: Path, count: int = 96, size: int = 21, seed: int = 0) -> Path:
-    """Random HR patches and a noisy copy of each as LR, in a file as preprocess.py writes one."""
+def noisy_patches(path: Path, count: int = 96, size: int = 21, seed: int = 0, **attrs: object) -> Path:
+    """Random HR patches and a noisy copy of each as LR, in a file as preprocess.py writes one (`attrs`:
+    write_patches' settings)."""
     rng = np.random.default_rng(seed)
     hr = rng.integers(0, 256, (count, size, size), dtype=np.uint8)
     lr = np.clip(hr.astype(int) + rng.integers(-20, 21, hr.shape), 0, 255).astype(np.uint8)
-    return write_patches(path, lr, hr)
+    return write_patches(path, lr, hr, **attrs)
 
 
 def start(script: str, *args: object, **popen: object) -> subprocess.Popen:

@@ -131,6 +131,8 @@ def test_resume_refuses_other_settings_or_another_train_file(tmp_path, eval_fold
                            "--resume"), "--train-file", "other.h5")
     noisy_patches(train, count=80)  # the same path, other patches
     assert_clean_error(run("train.py", *common, "--resume"), "96 training patches (now 80)")
+    noisy_patches(train, blur_sigma=0.73)  # the same path and count, made with a blur
+    assert_clean_error(run("train.py", *common, "--resume"), "patches made with blur_sigma 0.0 (now 0.73)")
     noisy_patches(train)
     resumed = run("train.py", *common, "--resume", "--workers", 2, "--max-steps", 24)  # what may change, changed
     assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr
