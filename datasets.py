@@ -1,6 +1,7 @@
 """Training patches from HDF5 as float tensors in [0, 1], and whole validation images as uint8 arrays."""
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -33,6 +34,21 @@ def patch_shape(side: int, channels: int) -> tuple[int, ...]:
 
 
 PATCH_ATTRIBUTES = ("scale", "blur_sigma", "color", "patch_size", "lr_patch_size", "lr_size")  # preprocess.py writes them
+PROVENANCE_ATTRIBUTES = ("arguments", "source", "preset")  # how a file was asked for (paths, a preset's name), not what it holds
+
+
+def made_with(attrs: dict) -> dict[str, str]:
+    """The settings a patch file was made with, as text: the same file made again elsewhere matches."""
+    return {key: str(value) for key, value in sorted(attrs.items()) if key not in PROVENANCE_ATTRIBUTES}
+
+
+def sample_digest(f: h5py.File, samples: int = 8) -> str:
+    """sha256 of a few pairs spread over the file, not the whole file: one made again from the same images
+    with the same settings matches; one from other images (Holopix50k's other view) does not."""
+    digest = hashlib.sha256()
+    for index in sorted({round(i * (len(f["lr"]) - 1) / (samples - 1)) for i in range(samples)}):
+        digest.update(f["lr"][index].tobytes() + f["hr"][index].tobytes())
+    return digest.hexdigest()
 
 
 def check_patches(f: h5py.File, path: str | Path) -> None:
@@ -91,7 +107,7 @@ class PatchDataset(Dataset):
         with open_h5(path, ("lr", "hr")) as f:
             self.attrs = dict(f.attrs)
             check_patches(f, path)
-            self.length = len(f["lr"])
+            self.length, self.digest = len(f["lr"]), sample_digest(f)
             self.file = verify_checksums(f, path, keep=in_memory) if in_memory or verify else None
 
     def __len__(self) -> int:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 import cli
 import losses
 from checkpoints import CHECKPOINT_FILES, load_checkpoint, save_atomic
-from datasets import PatchDataset, augment_pairs, eval_pairs
+from datasets import PatchDataset, augment_pairs, eval_pairs, made_with
 from files import LockedError, WriteError, check_writable, hold_lock, make_folder
 from evaluate import evaluate_pairs, upscale
 from inference import MEMORY_FORMATS, Upscaler, choose_device, native_bf16
@@ -278,7 +278,8 @@ def set_up(args: argparse.Namespace, rank: int, world: int, device: torch.device
     optimizer = make_optimizer(model, args)
     meta = {**model.config(), "arch": args.arch, "scale": args.scale, "color": color, "blur_sigma": blur_sigma,
             "degradation": str(train_set.attrs.get("degradation", "matlab")), "train_file": str(args.train_file),
-            "train_patches": len(train_set), "train_data": patch_settings(train_set.attrs)}
+            "train_patches": len(train_set), "train_file_settings": made_with(train_set.attrs),
+            "train_file_digest": train_set.digest}
     return Training(args, rank, world, device, train_set, pairs, color, model, net, optimizer, make_scheduler(optimizer, args),
                     torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),  # bf16 has fp32's range: no scaling
                     dtype, losses.get_loss(args.loss, tuple(args.loss_weights)), meta)
@@ -344,25 +345,30 @@ def same_file(key: str, recorded: dict, current: dict) -> bool:
     return "output_dir" in recorded and beside(recorded) == beside(current)
 
 
-def patch_settings(attrs: dict) -> dict[str, str]:
-    """What preprocess.py made a patch file with (scale, patch size, blur, degradation, seed, ...), without
-    where its images were read from or how the command was run: the same file made again matches."""
-    return {k: str(v) for k, v in sorted(attrs.items()) if k not in ("arguments", "source")}
+def changed_patches(recorded: dict, current: dict) -> list[str]:
+    """How the patch file differs from the one a checkpoint's run trained on (`meta` of each): another
+    count, other settings (the same path remade with another blur, say, holds as many patches) or, with
+    the same settings and count, other contents."""
+    differ = [] if recorded["train_patches"] == current["train_patches"] else [
+        f"{recorded['train_patches']} training patches (now {current['train_patches']})"]
+    was, now = recorded["train_file_settings"], current["train_file_settings"]
+    for key in sorted(was.keys() | now.keys()):
+        before, after = was.get(key, "unrecorded"), now.get(key, "unrecorded")
+        if before != after:
+            differ.append(f"patches made with {key} {before} (now {after})" if len(before + after) < 40
+                          else f"patches made with another {key}")
+    if not differ and recorded["train_file_digest"] != current["train_file_digest"]:
+        differ.append("other patches, with the same settings and count (made from other images?)")
+    return differ
 
 
 def check_same_run(state: dict, args: argparse.Namespace, meta: dict, path: Path) -> None:
-    """A resumed run must continue with its own data and settings, or it silently becomes another run
-    (a patch file made again at the same path with another blur or degradation holds as many patches)."""
+    """A resumed run must continue with its own data and settings, or it silently becomes another run."""
     recorded, current = state.get("args", {}), {k: str(v) for k, v in vars(args).items()}
     keys = RUN_SETTINGS + (("epochs",) if args.lr_schedule == "cosine" else ())
     same = lambda k: same_file(k, recorded, current) if k.endswith("_file") else recorded[k] == current[k]
     differ = [f"--{k.replace('_', '-')} {recorded[k]} (now {current[k]})" for k in keys if k in recorded and not same(k)]
-    patches = state.get("meta", {}).get("train_patches", meta["train_patches"])
-    if patches != meta["train_patches"]:
-        differ.append(f"{patches} training patches (now {meta['train_patches']})")
-    made_with = state.get("meta", {}).get("train_data", meta["train_data"])  # older checkpoints: not recorded
-    differ += [f"patches made with {k} {made_with.get(k)} (now {meta['train_data'].get(k)})"
-               for k in sorted(made_with.keys() | meta["train_data"].keys()) if made_with.get(k) != meta["train_data"].get(k)]
+    differ += changed_patches({**meta, **state.get("meta", {})}, meta)  # older checkpoints: what they lack, unchecked
     if differ:
         raise SystemExit(f"error: --resume: {path} was trained with {'; '.join(differ)}; resume with the run's "
                          "settings, or start another run in another --output-dir")

@@ -133,8 +133,22 @@ def test_resume_refuses_other_settings_or_another_train_file(tmp_path, eval_fold
     assert_clean_error(run("train.py", *common, "--resume"), "96 training patches (now 80)")
     noisy_patches(train, blur_sigma=0.73)  # the same path and count, made with a blur
     assert_clean_error(run("train.py", *common, "--resume"), "patches made with blur_sigma 0.0 (now 0.73)")
+    noisy_patches(train, seed=1)  # the same settings and count, other patches
+    assert_clean_error(run("train.py", *common, "--resume"), "other patches, with the same settings and count")
     noisy_patches(train)
     resumed = run("train.py", *common, "--resume", "--workers", 2, "--max-steps", 24)  # what may change, changed
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr
+
+
+def test_resume_of_a_checkpoint_from_before_patch_settings_were_recorded(tmp_path, eval_folder):
+    train, folder = noisy_patches(tmp_path / "tiny.h5"), tmp_path / "run"
+    common = training(train, eval_folder, folder, "--epochs", 2)
+    assert run("train.py", *common, "--max-steps", 12).returncode == 0
+    state = torch.load(folder / "last.pth", weights_only=True)
+    del state["meta"]["train_file_settings"], state["meta"]["train_file_digest"]
+    torch.save(state, folder / "last.pth")
+    noisy_patches(train, seed=1)  # unrecorded, so unchecked: the count alone was, as before
+    resumed = run("train.py", *common, "--resume")
     assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr
 
 
