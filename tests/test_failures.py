@@ -162,6 +162,22 @@ def test_an_empty_last_checkpoint_falls_back_to_the_previous_one(tmp_path, eval_
     assert torch.load(folder / "last.pth", weights_only=True)["epoch"] == 3
 
 
+def test_a_killed_run_keeps_its_curves_up_to_its_last_checkpoint(tmp_path, eval_folder):
+    """SIGKILL (a session's end, the OOM killer) gives no chance to flush the TensorBoard log: each
+    checkpoint flushes it first, so the resumed run's curves have no gap before it."""
+    from run_logs import read_scalar
+    train, folder = noisy_patches(tmp_path / "tiny.h5", count=400), tmp_path / "run"  # 50 steps an epoch
+    proc = start("train.py", *training(train, eval_folder, folder, "--epochs", 100, "--eval-every", 100,
+                                       "--log-every", 10))
+    try:
+        wait_for(lambda: (folder / "last.pth").exists())
+    finally:
+        proc.kill()
+        proc.wait()
+    saved = torch.load(folder / "last.pth", weights_only=True)["step"]
+    assert saved >= 50 and max((step for step, _ in read_scalar(folder, "train/loss")), default=0) >= saved - 10
+
+
 def test_sigterm_to_the_process_group_saves_with_dataloader_workers(tmp_path, eval_folder):
     """What `timeout` and job schedulers send: the signal reaches the workers too."""
     train, folder = noisy_patches(tmp_path / "tiny.h5", count=4000), tmp_path / "run"
