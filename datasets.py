@@ -42,13 +42,21 @@ def made_with(attrs: dict) -> dict[str, str]:
     return {key: str(value) for key, value in sorted(attrs.items()) if key not in PROVENANCE_ATTRIBUTES}
 
 
-def sample_digest(f: h5py.File, samples: int = 8) -> str:
+def sample_digest(f: h5py.File, path: str | Path, samples: int = 8) -> str:
     """sha256 of a few pairs spread over the file, not the whole file: one made again from the same images
     with the same settings matches; one from other images (Holopix50k's other view) does not."""
     digest = hashlib.sha256()
-    for index in sorted({round(i * (len(f["lr"]) - 1) / (samples - 1)) for i in range(samples)}):
-        digest.update(f["lr"][index].tobytes() + f["hr"][index].tobytes())
+    try:
+        for index in sorted({round(i * (len(f["lr"]) - 1) / (samples - 1)) for i in range(samples)}):
+            digest.update(f["lr"][index].tobytes() + f["hr"][index].tobytes())
+    except OSError as err:  # a checksum failure in a sampled chunk, before verify_checksums reads them all
+        raise corrupt(path, err) from None
     return digest.hexdigest()
+
+
+def corrupt(path: str | Path, err: OSError) -> ValueError:
+    """The one-line error for a patch file whose checksums fail (HDF5 raises OSError)."""
+    return ValueError(f"{path}: its patch data is corrupt ({first_line(err)}); make it again")
 
 
 def check_patches(f: h5py.File, path: str | Path) -> None:
@@ -86,7 +94,7 @@ def verify_checksums(f: h5py.File, path: str | Path, keep: bool) -> dict[str, np
                 f[name][start:start + 1024]  # reading is the check
         return None
     except OSError as err:
-        raise ValueError(f"{path}: its patch data is corrupt ({first_line(err)}); make it again") from None
+        raise corrupt(path, err) from None
 
 
 class PatchDataset(Dataset):
@@ -107,7 +115,7 @@ class PatchDataset(Dataset):
         with open_h5(path, ("lr", "hr")) as f:
             self.attrs = dict(f.attrs)
             check_patches(f, path)
-            self.length, self.digest = len(f["lr"]), sample_digest(f)
+            self.length, self.digest = len(f["lr"]), sample_digest(f, path)
             self.file = verify_checksums(f, path, keep=in_memory) if in_memory or verify else None
 
     def __len__(self) -> int:

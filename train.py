@@ -414,7 +414,9 @@ def log_write_failure(failure: threading.ExceptHookArgs) -> None:
 
 def save_checkpoint(run: Training, epoch: int, batches: int, scores: dict | None) -> None:
     """best.pth when validation improved, and last.pth: everything a resume needs, mid-epoch included."""
-    run.writer.flush()  # the curves reach the checkpoint's step: a run killed later resumes without a gap in them
+    # What tensorboardX's thread has written reaches the disk, so a run killed later (a session's end) keeps
+    # its curves to about here; its flush does not wait for the queue: the last moment's events may be lost.
+    run.writer.flush()
     p = run.progress
     weights = {"model": run.model.state_dict(), "meta": {**run.meta, "epoch": round(epoch + batches / run.per_epoch, 3),
                                                          "step": p.step, "eval_file": str(run.args.eval_file),

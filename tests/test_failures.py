@@ -313,17 +313,18 @@ def test_patch_files_that_would_train_to_nonsense_are_refused(tmp_path, eval_fol
         make(tmp_path / name, lr, hr) if make is bare_patches else make(tmp_path / name)
         result = run("train.py", *training(tmp_path / name, eval_folder, tmp_path / f"run_{name}", "--epochs", 1))
         assert_clean_error(result, name, fragment)
-    flipped = noisy_patches(tmp_path / "flipped.h5")
-    with h5py.File(flipped) as f:
-        offset = f["hr"].id.get_chunk_info(40).byte_offset
-    with open(flipped, "r+b") as raw:
-        raw.seek(offset + 100)
-        byte = raw.read(1)
-        raw.seek(offset + 100)
-        raw.write(bytes([byte[0] ^ 0x10]))
-    for extra in ((), ("--in-memory",)):
-        assert_clean_error(run("train.py", *training(flipped, eval_folder, tmp_path / "f", "--epochs", 1, *extra)),
-                           "flipped.h5", "corrupt")
+    for chunk in (0, 40):  # one the resume digest samples first, one only the checksum pass reads
+        flipped = noisy_patches(tmp_path / f"flipped{chunk}.h5")
+        with h5py.File(flipped) as f:
+            offset = f["hr"].id.get_chunk_info(chunk).byte_offset
+        with open(flipped, "r+b") as raw:
+            raw.seek(offset + 100)
+            byte = raw.read(1)
+            raw.seek(offset + 100)
+            raw.write(bytes([byte[0] ^ 0x10]))
+        for extra in ((), ("--in-memory",)):
+            result = run("train.py", *training(flipped, eval_folder, tmp_path / "f", "--epochs", 1, *extra))
+            assert_clean_error(result, flipped.name, "corrupt")
 
 
 def bare_patches(path: Path, lr: np.ndarray, hr: np.ndarray) -> None:
