@@ -100,14 +100,18 @@ def eval_set(recipe: dict, name: str, data: Path, folder: Path, smoke: bool) -> 
     return eval_file(folder, name, smoke) if "eval_preprocess" in recipe else data / recipe["eval"]
 
 
-def train_args(recipes: dict[str, dict], name: str, data: Path, folder: Path, smoke: bool) -> list[str]:
-    """train.py's arguments for the recipe's run, starting from its init recipe's best weights."""
+def train_args(recipes: dict[str, dict], name: str, data: Path, folder: Path, smoke: bool,
+               init_weights: Path | None = None) -> list[str]:
+    """train.py's arguments for the recipe's run, starting from its init recipe's best weights (or from
+    `init_weights`, weights of that recipe made elsewhere)."""
     recipe = recipes[name]
     init = recipe.get("init")
+    if init and init_weights is None:
+        init_weights = run_folder(folder, init, smoke) / "best.pth"
     return ["--train-file", str(patch_file(folder, name, smoke)),
             "--eval-file", str(eval_set(recipe, name, data, folder, smoke)),
             "--output-dir", str(run_folder(folder, name, smoke)), *recipe["train"],
-            *(["--init", str(run_folder(folder, init, smoke) / "best.pth")] if init else []),
+            *(["--init", str(init_weights)] if init else []),
             *(["--max-steps", str(SMOKE_STEPS), "--image-every", "0"] if smoke else [])]
 
 

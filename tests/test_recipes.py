@@ -7,7 +7,10 @@ import pytest
 import torch
 from conftest import assert_clean_error, run_module
 
+from evaluate import evaluate_dataset
 from hub import read_manifest
+from inference import Upscaler
+from models import load_model
 from recipes import KEYS, SMOKE_IMAGES, SMOKE_STEPS, chain, read_recipes
 
 
@@ -75,6 +78,43 @@ def test_missing_data_is_one_line_before_any_work(tmp_path):
     (tmp_path / "data").mkdir()
     result = run_module("weights.reproduce", name, "--data", tmp_path / "data", "--output-dir", tmp_path / "out")
     assert_clean_error(result, str(tmp_path / "data" / "T91"), "not found")
+    assert not (tmp_path / "out").exists()
+
+
+def test_init_weights_replace_the_init_chain(data, tmp_path):
+    """--init: the recipe alone, from the given file (an archived run of its init recipe, here the shipped file)."""
+    name = "srcnn_real_x2"
+    init = Path("weights/srcnn_x2.pth").resolve()
+    assert read_recipes()[name]["init"] == "srcnn_x2"
+    result = run_module("weights.reproduce", name, "--data", data, "--output-dir", tmp_path, "--smoke", "--init", init)
+    assert result.returncode == 0, result.stderr[-2000:]
+    made = sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith("."))  # not the lock files
+    assert made == [f"{name}_smoke{end}" for end in ("", ".h5", ".h5.recipe.json", "_eval.h5", "_eval.h5.recipe.json")]
+    assert torch.load(tmp_path / f"{name}_smoke" / "last.pth", weights_only=True)["args"]["init"] == str(init)
+    assert json.loads((tmp_path / f"{name}_smoke" / "reproduce.json").read_text())["init"] == str(init)
+
+
+def test_a_blur_recipe_is_measured_on_blurred_lr_as_its_shipped_file_was(data, tmp_path):
+    name = "srcnn_blur_x3_mse"
+    sigma = read_manifest()[read_recipes()[name]["ships"]]["blur_sigma"]  # publish.py measured it on blurred LR
+    result = run_module("weights.reproduce", name, "--data", data, "--output-dir", tmp_path, "--smoke",
+                        "--init", Path("weights/srcnn_x3.pth").resolve())
+    assert result.returncode == 0, result.stderr[-2000:]
+    reported = json.loads((tmp_path / f"{name}_smoke" / "reproduce.json").read_text())["benchmarks"]["Set5"]["psnr"]
+    best = Upscaler(load_model(tmp_path / f"{name}_smoke" / "best.pth")[0], "eager")
+    blurred, sharp = (evaluate_dataset(best, Path(data) / "Set5" / "x3", 3, "y", blur)["mean"]["psnr"] for blur in (sigma, 0.0))
+    assert reported == round(blurred, 4) and abs(blurred - sharp) > 0.05  # 0.08 dB here
+
+
+@pytest.mark.parametrize("recipe, init, words", [
+    (FROM_SCRATCH, "weights/fsrcnn_x3.pth", ["starts from scratch"]),
+    ("srcnn_real_x2", "weights/srcnn_x3.pth", ["9-5-5 x3 weights", "srcnn_x2's, 9-5-5 x2"]),
+    ("srcnn_real_x2", "weights/fsrcnn_x2.pth", ["fsrcnn x2 weights", "9-5-5 x2"]),
+    ("srcnn_real_x2", "weights/no_such.pth", ["no_such.pth", "no such weights file"]),
+])
+def test_init_weights_of_another_network_are_refused_before_any_work(recipe, init, words, data, tmp_path):
+    result = run_module("weights.reproduce", recipe, "--data", data, "--output-dir", tmp_path / "out", "--init", init)
+    assert_clean_error(result, *words)
     assert not (tmp_path / "out").exists()
 
 

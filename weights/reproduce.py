@@ -4,7 +4,8 @@ shipped file is measured: protocol PSNR/SSIM on Set5 and Set14, beside the shipp
     python -m weights.reproduce srcnn_x3 --data data            # preprocess, train, measure
     python -m weights.reproduce srcnn_x3 --data data --smoke    # a few steps on a few images (CI)
 
-A recipe whose `init` is another recipe runs that one first. Each step is skipped when its output is
+A recipe whose `init` is another recipe runs that one first, or starts from the weights given with --init
+(an archived run of that recipe, weights/training/<init>_recipe/*/best.pth: minutes instead of hours). Each step is skipped when its output is
 already there, and a stopped run is continued (train.py --resume), so the same command picks up after
 an interruption (Ctrl-C reaches preprocess.py or train.py, which save before they exit). Smoke runs
 use their own files (<name>_smoke). The result, with the training clock (train.py's
@@ -31,7 +32,7 @@ from hub import read_manifest
 from inference import Upscaler
 from models import WeightsError, load_model
 from path_choice import cpu_model
-from recipes import (chain, eval_file, eval_preprocess_args, eval_settings, patch_file, patch_settings,
+from recipes import (chain, eval_file, eval_preprocess_args, eval_settings, flag, patch_file, patch_settings,
                      preprocess_args, read_recipes, run_folder, scale, train_args)
 from run_logs import clock_curve, first_reaching
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("recipe", choices=sorted(read_recipes()), help="the recipe (a shipped file's name, no .pth)")
     cli.add_data(parser)
     cli.add_output_dir(parser, Path("runs/recipes"), "where the patch files and run folders go")
+    parser.add_argument("--init", type=Path,
+                        help="start from these weights instead of running the recipe's init recipe first (an "
+                             "archived run of it, e.g. weights/training/srcnn_x2_recipe/cpu1/best.pth for srcnn_real_x2)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few steps on a few images, to show the recipe runs (what CI does)")
     return parser
@@ -60,6 +64,19 @@ def check_inputs(recipes: dict, names: list[str], args: argparse.Namespace) -> N
                          "the README's 'Data')")
     make_folder(args.output_dir)
     check_writable(args.output_dir)
+
+
+def check_init(recipes: dict, args: argparse.Namespace) -> None:
+    """--init only where the recipe has an init recipe, and only weights of that recipe's network and scale."""
+    init = recipes[args.recipe]["init"]
+    if init is None:
+        raise SystemExit(f"error: --init: recipe {args.recipe} starts from scratch (it has no init recipe)")
+    meta = load_model(args.init)[1]
+    wanted = {"arch": flag(recipes[init]["train"], "--arch") or "9-5-5", "scale": scale(recipes[init])}
+    found = {"arch": meta.get("arch", "9-5-5"), "scale": meta.get("scale")}
+    if found != wanted:
+        raise SystemExit(f"error: --init {args.init}: {found['arch']} x{found['scale']} weights; recipe "
+                         f"{args.recipe} starts from recipe {init}'s, {wanted['arch']} x{wanted['scale']}")
 
 
 def script(name: str, step: str, args: list[str]) -> None:
@@ -104,17 +121,19 @@ def train(recipes: dict, name: str, args: argparse.Namespace) -> None:
     of a run killed before its first checkpoint are replaced."""
     folder = run_folder(args.output_dir, name, args.smoke)
     again = ["--resume"] if has_checkpoint(folder) else ["--overwrite"] if folder.exists() else []
+    init = args.init if name == args.recipe else None
     script("train.py", f"recipe {name}, training", [*train_args(recipes, name, args.data, args.output_dir,
-                                                                   args.smoke), *again])
+                                                                   args.smoke, init), *again])
 
 
 def measure(recipe: dict, best: Path, args: argparse.Namespace) -> dict:
-    """Set5 and Set14 of the run's best weights (chosen on the recipe's eval set), the shipped file's
-    beside them, the training clock and the machine."""
+    """Set5 and Set14 of the run's best weights (chosen on the recipe's eval set; a blur recipe's LR blurred
+    first, as the shipped file was measured), the shipped file's beside them, the training clock and the machine."""
     model, meta = load_model(best)
     shipped = read_manifest().get(recipe["ships"], {}).get("benchmarks", {})
     reached = first_reaching(clock_curve(best.parent), recipe["target_psnr"])
     result = {"recipe": args.recipe, "ships": recipe["ships"], "smoke": args.smoke, "weights": str(best),
+              "init": str(args.init) if args.init else recipe["init"],
               "selected_on": " ".join([recipe["eval"], *recipe.get("eval_preprocess", [])]), "step": meta["step"],
               "minutes_to_best": round(meta["train_seconds"] / 60, 1),
               "target": {"psnr": recipe["target_psnr"], "reached_at_minutes": reached and reached["minutes"]},
@@ -123,7 +142,7 @@ def measure(recipe: dict, best: Path, args: argparse.Namespace) -> dict:
               "benchmarks": {}}
     for dataset in BENCHMARKS[:1] if args.smoke else BENCHMARKS:  # a smoke run shows the path, not a score
         mean = evaluate_dataset(Upscaler(model, "eager"), args.data / dataset / f"x{meta['scale']}", meta["scale"],
-                                meta.get("color", "y"))["mean"]
+                                meta.get("color", "y"), float(meta.get("blur_sigma", 0.0)))["mean"]  # as publish.py
         ours, theirs = round(mean["psnr"], 4), shipped.get(dataset, {}).get("psnr")
         result["benchmarks"][dataset] = {"psnr": ours, "ssim": round(mean["ssim"], 4), "shipped_psnr": theirs}
         print(f"{args.recipe} {dataset}: {ours:.2f} dB" + (f" (shipped {recipe['ships']}: {theirs:.2f}, "
@@ -136,7 +155,10 @@ def main() -> None:
     args = build_parser().parse_args()
     recipes = read_recipes()
     args.data, args.output_dir = args.data.resolve(), args.output_dir.resolve()  # the scripts run from the repo root
-    names = chain(recipes, args.recipe)
+    if args.init:
+        check_init(recipes, args)
+        args.init = args.init.resolve()
+    names = [args.recipe] if args.init else chain(recipes, args.recipe)
     check_inputs(recipes, names, args)
     for name in names:
         make_patches(recipes, name, args)
