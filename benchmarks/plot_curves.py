@@ -115,9 +115,10 @@ def main() -> None:
         paper = paper_line(runs[-1])
         if paper is not None:
             lines["paper"] = (paper, "red")
-        best = max(v for _, v in curve)
-        span = f"{offset:.0f} training minutes" if args.clock else f"{offset:.0f} epochs"
-        panels.append(panel(f"{folder.name}: val PSNR, best {best:.2f} dB in {span}", curve, boundaries, lines,
+        best_at, best = max(curve, key=lambda point: point[1])  # the first of equals: when it was reached
+        where = (f"at {best_at:.0f} of {offset:.0f} training minutes" if args.clock
+                 else f"at epoch {best_at:.0f} of {offset:.0f}")
+        panels.append(panel(f"{folder.name}: val PSNR, best {best:.2f} dB {where}", curve, boundaries, lines,
                             "training minutes" if args.clock else "epoch"))
     columns = min(3, len(panels))
     sheet = Image.new("RGB", (W * columns, H * math.ceil(len(panels) / columns)), "white")

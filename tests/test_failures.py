@@ -164,7 +164,8 @@ def test_an_empty_last_checkpoint_falls_back_to_the_previous_one(tmp_path, eval_
 
 def test_a_killed_run_keeps_its_curves_up_to_its_last_checkpoint(tmp_path, eval_folder):
     """SIGKILL (a session's end, the OOM killer) gives no chance to flush the TensorBoard log: each
-    checkpoint flushes it first, so the resumed run's curves have no gap before it."""
+    checkpoint flushes it first, so the curves reach the checkpoint a resumed run starts from (to within
+    one --log-every interval: the last logged step is at most 10 before it)."""
     from run_logs import read_scalar
     train, folder = noisy_patches(tmp_path / "tiny.h5", count=400), tmp_path / "run"  # 50 steps an epoch
     proc = start("train.py", *training(train, eval_folder, folder, "--epochs", 100, "--eval-every", 100,
