@@ -106,6 +106,8 @@ def train_args(recipes: dict[str, dict], name: str, data: Path, folder: Path, sm
     `init_weights`, weights of that recipe made elsewhere)."""
     recipe = recipes[name]
     init = recipe.get("init")
+    if init_weights is not None and init is None:
+        raise ValueError(f"recipe {name!r} starts from scratch: it takes no init weights")
     if init and init_weights is None:
         init_weights = run_folder(folder, init, smoke) / "best.pth"
     return ["--train-file", str(patch_file(folder, name, smoke)),
@@ -117,3 +119,9 @@ def train_args(recipes: dict[str, dict], name: str, data: Path, folder: Path, sm
 
 def scale(recipe: dict) -> int:
     return int(flag(recipe["train"], "--scale"))
+
+
+def network(recipe: dict) -> dict:
+    """What the recipe trains, as weights' metadata names it: arch, scale and colour."""
+    color = (flag(recipe["preprocess"], "--color") or "ycbcr") if flag(recipe["preprocess"], "--channels") == "3" else "y"
+    return {"arch": flag(recipe["train"], "--arch") or "9-5-5", "scale": scale(recipe), "color": color}

@@ -368,6 +368,9 @@ def check_same_run(state: dict, args: argparse.Namespace, meta: dict, path: Path
     keys = RUN_SETTINGS + (("epochs",) if args.lr_schedule == "cosine" else ())
     same = lambda k: same_file(k, recorded, current) if k.endswith("_file") else recorded[k] == current[k]
     differ = [f"--{k.replace('_', '-')} {recorded[k]} (now {current[k]})" for k in keys if k in recorded and not same(k)]
+    given, started = current["init"] != "None", recorded.get("init", "None") != "None"  # not given: the checkpoint's own
+    if given and "init" in recorded and not (started and same_file("init", recorded, current)):
+        differ.append(f"--init {recorded['init']} (now {current['init']})")
     differ += changed_patches({**meta, **state.get("meta", {})}, meta)  # older checkpoints: what they lack, unchecked
     if differ:
         raise SystemExit(f"error: --resume: {path} was trained with {'; '.join(differ)}; resume with the run's "
@@ -378,6 +381,8 @@ def restore(run: Training) -> None:
     """With --resume, the weights, optimiser, schedule, counters and RNG state of last.pth."""
     state = load_checkpoint(run.last_path)
     check_same_run(state, run.args, run.meta, run.last_path)
+    if run.args.init is None and state.get("args", {}).get("init", "None") != "None":
+        run.args.init = Path(state["args"]["init"])  # saved again with each checkpoint: the run's record of its start
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])

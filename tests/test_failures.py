@@ -126,6 +126,8 @@ def test_resume_refuses_other_settings_or_another_train_file(tmp_path, eval_fold
     for flag, value in (("--lr", 0.5), ("--batch-size", 4), ("--seed", 9), ("--epochs", 5), ("--eval-file", other_eval),
                         ("--autocast", "bf16")):
         assert_clean_error(run("train.py", *common, flag, value, "--resume"), "--resume", flag)  # the last flag counts
+    shipped = Path(__file__).resolve().parent.parent / "weights" / "srcnn_x3.pth"  # a start the run did not have
+    assert_clean_error(run("train.py", *common, "--init", shipped, "--resume"), "--init None (now")
     other = noisy_patches(tmp_path / "other.h5", count=64)
     assert_clean_error(run("train.py", *training(other, eval_folder, folder, "--lr-schedule", "cosine", "--epochs", 3),
                            "--resume"), "--train-file", "other.h5")

@@ -91,10 +91,17 @@ def test_init_weights_replace_the_init_chain(data, tmp_path):
     made = sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith("."))  # not the lock files
     assert made == [f"{name}_smoke{end}" for end in ("", ".h5", ".h5.recipe.json", "_eval.h5", "_eval.h5.recipe.json")]
     assert torch.load(tmp_path / f"{name}_smoke" / "last.pth", weights_only=True)["args"]["init"] == str(init)
-    assert json.loads((tmp_path / f"{name}_smoke" / "reproduce.json").read_text())["init"] == str(init)
+    assert json.loads((tmp_path / f"{name}_smoke" / "reproduce.json").read_text())["init"] == "weights/srcnn_x2.pth"
+    # the run continues only from where it started: another --init, or the init chain, is refused before any work
+    other = Path("weights/training/srcnn_x2_recipe/cpu1/best.pth").resolve()
+    for again in (["--init", other], []):
+        assert_clean_error(run_module("weights.reproduce", name, "--data", data, "--output-dir", tmp_path, "--smoke",
+                                      *again), f"{name}_smoke was started from {init}", "delete the folder")
+    assert not (tmp_path / "srcnn_x3_smoke.h5").exists()
 
 
 def test_a_blur_recipe_is_measured_on_blurred_lr_as_its_shipped_file_was(data, tmp_path):
+    """publish.py measured srcnn_blur_x3_*.pth on Set5/Set14 blurred by their blur_sigma: the recipes' runs too."""
     name = "srcnn_blur_x3_mse"
     sigma = read_manifest()[read_recipes()[name]["ships"]]["blur_sigma"]  # publish.py measured it on blurred LR
     result = run_module("weights.reproduce", name, "--data", data, "--output-dir", tmp_path, "--smoke",
@@ -107,10 +114,11 @@ def test_a_blur_recipe_is_measured_on_blurred_lr_as_its_shipped_file_was(data, t
 
 
 @pytest.mark.parametrize("recipe, init, words", [
-    (FROM_SCRATCH, "weights/fsrcnn_x3.pth", ["starts from scratch"]),
-    ("srcnn_real_x2", "weights/srcnn_x3.pth", ["9-5-5 x3 weights", "srcnn_x2's, 9-5-5 x2"]),
-    ("srcnn_real_x2", "weights/fsrcnn_x2.pth", ["fsrcnn x2 weights", "9-5-5 x2"]),
-    ("srcnn_real_x2", "weights/no_such.pth", ["no_such.pth", "no such weights file"]),
+    (FROM_SCRATCH, "weights/fsrcnn_x3.pth", ["--init weights/fsrcnn_x3.pth", "starts from scratch"]),
+    ("srcnn_real_x2", "weights/srcnn_x3.pth", ["9-5-5 x3 y weights", "srcnn_x2's, 9-5-5 x2 y"]),
+    ("srcnn_real_x2", "weights/fsrcnn_x2.pth", ["fsrcnn x2 y weights", "9-5-5 x2 y"]),
+    ("srcnn_real_x3", "weights/srcnn_rgb_x3.pth", ["9-5-5 x3 rgb weights", "9-5-5 x3 y"]),
+    ("srcnn_real_x2", "weights/no_such.pth", ["--init", "no_such.pth", "no such weights file"]),
 ])
 def test_init_weights_of_another_network_are_refused_before_any_work(recipe, init, words, data, tmp_path):
     result = run_module("weights.reproduce", recipe, "--data", data, "--output-dir", tmp_path / "out", "--init", init)

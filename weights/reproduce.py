@@ -4,13 +4,13 @@ shipped file is measured: protocol PSNR/SSIM on Set5 and Set14, beside the shipp
     python -m weights.reproduce srcnn_x3 --data data            # preprocess, train, measure
     python -m weights.reproduce srcnn_x3 --data data --smoke    # a few steps on a few images (CI)
 
-A recipe whose `init` is another recipe runs that one first, or starts from the weights given with --init
-(an archived run of that recipe, weights/training/<init>_recipe/*/best.pth: minutes instead of hours). Each step is skipped when its output is
-already there, and a stopped run is continued (train.py --resume), so the same command picks up after
-an interruption (Ctrl-C reaches preprocess.py or train.py, which save before they exit). Smoke runs
-use their own files (<name>_smoke). The result, with the training clock (train.py's
-time/train_seconds: minutes in training steps, validation not counted) and the machine, goes to
-<output-dir>/<recipe>/reproduce.json.
+A recipe whose `init` is another recipe runs that one first, or, with --init, starts from an archived
+run of it (weights/training/<init>_recipe/*/best.pth: minutes instead of hours). Each step is skipped
+when its output is already there, and a stopped run is continued (train.py --resume; only from the
+weights it started from), so the same command picks up after an interruption (Ctrl-C reaches
+preprocess.py or train.py, which save before they exit). Smoke runs use their own files
+(<name>_smoke). The result, with the training clock (train.py's time/train_seconds: minutes in training
+steps, validation not counted) and the machine, goes to <output-dir>/<recipe>/reproduce.json.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import cli
-from checkpoints import has_checkpoint
+from checkpoints import has_checkpoint, load_checkpoint
 from child_process import run_to_the_end
 from evaluate import evaluate_dataset
 from files import check_writable, make_folder, write_text
@@ -32,7 +32,7 @@ from hub import read_manifest
 from inference import Upscaler
 from models import WeightsError, load_model
 from path_choice import cpu_model
-from recipes import (chain, eval_file, eval_preprocess_args, eval_settings, flag, patch_file, patch_settings,
+from recipes import (chain, eval_file, eval_preprocess_args, eval_settings, network, patch_file, patch_settings,
                      preprocess_args, read_recipes, run_folder, scale, train_args)
 from run_logs import clock_curve, first_reaching
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("recipe", choices=sorted(read_recipes()), help="the recipe (a shipped file's name, no .pth)")
     cli.add_data(parser)
     cli.add_output_dir(parser, Path("runs/recipes"), "where the patch files and run folders go")
-    parser.add_argument("--init", type=Path,
+    parser.add_argument("--init", type=Path, metavar="WEIGHTS",
                         help="start from these weights instead of running the recipe's init recipe first (an "
                              "archived run of it, e.g. weights/training/srcnn_x2_recipe/cpu1/best.pth for srcnn_real_x2)")
     parser.add_argument("--smoke", action="store_true",
@@ -67,16 +67,42 @@ def check_inputs(recipes: dict, names: list[str], args: argparse.Namespace) -> N
 
 
 def check_init(recipes: dict, args: argparse.Namespace) -> None:
-    """--init only where the recipe has an init recipe, and only weights of that recipe's network and scale."""
+    """--init only where the recipe has an init recipe, and only weights of that recipe's network, scale and
+    colour (not found after hours of patches, by train.py)."""
     init = recipes[args.recipe]["init"]
     if init is None:
-        raise SystemExit(f"error: --init: recipe {args.recipe} starts from scratch (it has no init recipe)")
-    meta = load_model(args.init)[1]
-    wanted = {"arch": flag(recipes[init]["train"], "--arch") or "9-5-5", "scale": scale(recipes[init])}
-    found = {"arch": meta.get("arch", "9-5-5"), "scale": meta.get("scale")}
-    if found != wanted:
-        raise SystemExit(f"error: --init {args.init}: {found['arch']} x{found['scale']} weights; recipe "
-                         f"{args.recipe} starts from recipe {init}'s, {wanted['arch']} x{wanted['scale']}")
+        raise SystemExit(f"error: --init {args.init}: recipe {args.recipe} starts from scratch (it has no init recipe)")
+    try:
+        meta = load_model(args.init)[1]
+    except WeightsError as err:
+        raise SystemExit(f"error: --init: {err}") from None
+    found = {"arch": meta.get("arch", "9-5-5"), "scale": meta.get("scale"), "color": meta.get("color", "y")}
+    if found != network(recipes[init]):
+        describe = lambda net: f"{net['arch']} x{net['scale'] or '? (no scale recorded)'} {net['color']}"
+        raise SystemExit(f"error: --init {args.init}: {describe(found)} weights; recipe {args.recipe} starts "
+                         f"from recipe {init}'s, {describe(network(recipes[init]))}")
+
+
+def init_weights(recipes: dict, args: argparse.Namespace) -> Path | None:
+    """What the recipe's run starts from: --init, its init recipe's best.pth, or nothing (from scratch)."""
+    init = recipes[args.recipe]["init"]
+    return args.init or (run_folder(args.output_dir, init, args.smoke) / "best.pth" if init else None)
+
+
+def check_started_from(folder: Path, init: Path | None) -> None:
+    """A stopped or finished run continues only from the weights it started from: checked before the init
+    chain's hours, not after them."""
+    if not has_checkpoint(folder):
+        return
+    recorded = load_checkpoint(folder / "last.pth")["args"].get("init", "None")
+    if (recorded == "None") != (init is None) or (init and os.path.realpath(recorded) != os.path.realpath(init)):
+        raise SystemExit(f"error: {folder} was started from {recorded if recorded != 'None' else 'scratch'}, not "
+                         f"{init or 'scratch'}; give that --init, or delete the folder to train again")
+
+
+def shown(path: Path | None) -> str | None:
+    """A path as reproduce.json records it: relative to the repo when inside it."""
+    return None if path is None else str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def script(name: str, step: str, args: list[str]) -> None:
@@ -117,8 +143,8 @@ def make_file(name: str, what: str, out: Path, settings: dict, preprocess: list[
 
 
 def train(recipes: dict, name: str, args: argparse.Namespace) -> None:
-    """train.py from scratch, or --resume where a checkpoint is (a finished run trains no further); logs
-    of a run killed before its first checkpoint are replaced."""
+    """train.py from scratch (or from --init's weights), or --resume where a checkpoint is (a finished run
+    trains no further); logs of a run killed before its first checkpoint are replaced."""
     folder = run_folder(args.output_dir, name, args.smoke)
     again = ["--resume"] if has_checkpoint(folder) else ["--overwrite"] if folder.exists() else []
     init = args.init if name == args.recipe else None
@@ -126,14 +152,14 @@ def train(recipes: dict, name: str, args: argparse.Namespace) -> None:
                                                                    args.smoke, init), *again])
 
 
-def measure(recipe: dict, best: Path, args: argparse.Namespace) -> dict:
+def measure(recipe: dict, best: Path, init: Path | None, args: argparse.Namespace) -> dict:
     """Set5 and Set14 of the run's best weights (chosen on the recipe's eval set; a blur recipe's LR blurred
     first, as the shipped file was measured), the shipped file's beside them, the training clock and the machine."""
     model, meta = load_model(best)
     shipped = read_manifest().get(recipe["ships"], {}).get("benchmarks", {})
     reached = first_reaching(clock_curve(best.parent), recipe["target_psnr"])
     result = {"recipe": args.recipe, "ships": recipe["ships"], "smoke": args.smoke, "weights": str(best),
-              "init": str(args.init) if args.init else recipe["init"],
+              "init": shown(init),
               "selected_on": " ".join([recipe["eval"], *recipe.get("eval_preprocess", [])]), "step": meta["step"],
               "minutes_to_best": round(meta["train_seconds"] / 60, 1),
               "target": {"psnr": recipe["target_psnr"], "reached_at_minutes": reached and reached["minutes"]},
@@ -159,12 +185,13 @@ def main() -> None:
         check_init(recipes, args)
         args.init = args.init.resolve()
     names = [args.recipe] if args.init else chain(recipes, args.recipe)
+    folder = run_folder(args.output_dir, args.recipe, args.smoke)
+    check_started_from(folder, init_weights(recipes, args))
     check_inputs(recipes, names, args)
     for name in names:
         make_patches(recipes, name, args)
         train(recipes, name, args)
-    folder = run_folder(args.output_dir, args.recipe, args.smoke)
-    result = measure(recipes[args.recipe], folder / "best.pth", args)
+    result = measure(recipes[args.recipe], folder / "best.pth", init_weights(recipes, args), args)
     write_text(folder / "reproduce.json", json.dumps(result, indent=1) + "\n")
 
 
