@@ -100,20 +100,25 @@ def eval_set(recipe: dict, name: str, data: Path, folder: Path, smoke: bool) -> 
     return eval_file(folder, name, smoke) if "eval_preprocess" in recipe else data / recipe["eval"]
 
 
+def start_weights(recipes: dict[str, dict], name: str, folder: Path, smoke: bool,
+                  given: Path | None = None) -> Path | None:
+    """What the recipe's run starts from: `given` (weights of its init recipe made elsewhere), else its init
+    recipe's best.pth, or nothing (from scratch)."""
+    init = recipes[name].get("init")
+    if given is not None and init is None:
+        raise ValueError(f"recipe {name!r} starts from scratch: it takes no init weights")
+    return given if given is not None else run_folder(folder, init, smoke) / "best.pth" if init else None
+
+
 def train_args(recipes: dict[str, dict], name: str, data: Path, folder: Path, smoke: bool,
                init_weights: Path | None = None) -> list[str]:
-    """train.py's arguments for the recipe's run, starting from its init recipe's best weights (or from
-    `init_weights`, weights of that recipe made elsewhere)."""
+    """train.py's arguments for the recipe's run, starting from its start_weights."""
     recipe = recipes[name]
-    init = recipe.get("init")
-    if init_weights is not None and init is None:
-        raise ValueError(f"recipe {name!r} starts from scratch: it takes no init weights")
-    if init and init_weights is None:
-        init_weights = run_folder(folder, init, smoke) / "best.pth"
+    start = start_weights(recipes, name, folder, smoke, init_weights)
     return ["--train-file", str(patch_file(folder, name, smoke)),
             "--eval-file", str(eval_set(recipe, name, data, folder, smoke)),
             "--output-dir", str(run_folder(folder, name, smoke)), *recipe["train"],
-            *(["--init", str(init_weights)] if init else []),
+            *(["--init", str(start)] if start else []),
             *(["--max-steps", str(SMOKE_STEPS), "--image-every", "0"] if smoke else [])]
 
 

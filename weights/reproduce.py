@@ -33,7 +33,7 @@ from inference import Upscaler
 from models import WeightsError, load_model
 from path_choice import cpu_model
 from recipes import (chain, eval_file, eval_preprocess_args, eval_settings, network, patch_file, patch_settings,
-                     preprocess_args, read_recipes, run_folder, scale, train_args)
+                     preprocess_args, read_recipes, run_folder, scale, start_weights, train_args)
 from run_logs import clock_curve, first_reaching
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def check_inputs(recipes: dict, names: list[str], args: argparse.Namespace) -> N
 
 def check_init(recipes: dict, args: argparse.Namespace) -> None:
     """--init only where the recipe has an init recipe, and only weights of that recipe's network, scale and
-    colour (not found after hours of patches, by train.py)."""
+    colour: refused here, before the hours of patches after which train.py would find it."""
     init = recipes[args.recipe]["init"]
     if init is None:
         raise SystemExit(f"error: --init {args.init}: recipe {args.recipe} starts from scratch (it has no init recipe)")
@@ -81,12 +81,6 @@ def check_init(recipes: dict, args: argparse.Namespace) -> None:
         describe = lambda net: f"{net['arch']} x{net['scale'] or '? (no scale recorded)'} {net['color']}"
         raise SystemExit(f"error: --init {args.init}: {describe(found)} weights; recipe {args.recipe} starts "
                          f"from recipe {init}'s, {describe(network(recipes[init]))}")
-
-
-def init_weights(recipes: dict, args: argparse.Namespace) -> Path | None:
-    """What the recipe's run starts from: --init, its init recipe's best.pth, or nothing (from scratch)."""
-    init = recipes[args.recipe]["init"]
-    return args.init or (run_folder(args.output_dir, init, args.smoke) / "best.pth" if init else None)
 
 
 def check_started_from(folder: Path, init: Path | None) -> None:
@@ -186,12 +180,13 @@ def main() -> None:
         args.init = args.init.resolve()
     names = [args.recipe] if args.init else chain(recipes, args.recipe)
     folder = run_folder(args.output_dir, args.recipe, args.smoke)
-    check_started_from(folder, init_weights(recipes, args))
+    start = start_weights(recipes, args.recipe, args.output_dir, args.smoke, args.init)
+    check_started_from(folder, start)
     check_inputs(recipes, names, args)
     for name in names:
         make_patches(recipes, name, args)
         train(recipes, name, args)
-    result = measure(recipes[args.recipe], folder / "best.pth", init_weights(recipes, args), args)
+    result = measure(recipes[args.recipe], folder / "best.pth", start, args)
     write_text(folder / "reproduce.json", json.dumps(result, indent=1) + "\n")
 
 
