@@ -31,8 +31,9 @@ def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
         raise SystemExit(f"error: {err}") from None
 
 
-def load_checkpoint(path: Path) -> dict:
-    """last.pth, or previous-last.pth with a warning when last.pth is missing, empty or corrupt."""
+def load_checkpoint(path: Path, reader: str = "--resume") -> dict:
+    """last.pth, or previous-last.pth with a warning when last.pth is missing, empty or corrupt (`reader`:
+    who asked, named in the error when neither is readable)."""
     previous = previous_path(path)
     for candidate in (path, previous):
         try:
@@ -45,4 +46,4 @@ def load_checkpoint(path: Path) -> dict:
         if isinstance(state, dict) and RESUME_KEYS <= state.keys():
             return state
         print(f"warning: {candidate} is not a training checkpoint; trying {previous.name}", file=sys.stderr)
-    raise SystemExit(f"error: --resume: no readable {path} or {previous}")
+    raise SystemExit(f"error: {reader}: no readable {path} or {previous}")

@@ -100,6 +100,16 @@ def test_init_weights_replace_the_init_chain(data, tmp_path):
     assert not (tmp_path / "srcnn_x3_smoke.h5").exists()
 
 
+def test_an_unreadable_run_folder_is_named_by_reproduce_before_any_work(data, tmp_path):
+    folder = tmp_path / "srcnn_real_x2_smoke"
+    folder.mkdir()
+    (folder / "last.pth").write_bytes(b"not a checkpoint")
+    result = run_module("weights.reproduce", "srcnn_real_x2", "--data", data, "--output-dir", tmp_path, "--smoke",
+                        "--init", Path("weights/srcnn_x2.pth").resolve())
+    assert_clean_error(result, "reproduce: no readable", str(folder / "last.pth"))
+    assert not (tmp_path / "srcnn_real_x2_smoke.h5").exists()
+
+
 def test_a_blur_recipe_is_measured_on_blurred_lr_as_its_shipped_file_was(data, tmp_path):
     """publish.py measured srcnn_blur_x3_*.pth on Set5/Set14 blurred by their blur_sigma: the recipes' runs too."""
     name = "srcnn_blur_x3_mse"

@@ -142,6 +142,19 @@ def test_resume_continues_exactly(tmp_path, tiny_eval):
     assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
 
 
+def test_a_run_resumed_without_init_keeps_the_record_of_where_it_started(tmp_path, tiny_eval):
+    """--init is read at the start only; resumed without it, the next checkpoint still names it (not None),
+    the record weights.reproduce reads before it continues a run."""
+    shipped = Path(__file__).resolve().parent.parent / "weights" / "srcnn_x3.pth"
+    common = ["--train-file", noisy_patches(tmp_path / "tiny.h5"), "--eval-file", tiny_eval, "--batch-size", 8,
+              "--workers", 0, "--epochs", 2, "--output-dir", tmp_path / "run"]
+    assert run("train.py", *common, "--init", shipped, "--max-steps", 12).returncode == 0
+    resumed = run("train.py", *common, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert state["step"] == 2 * 12 and state["args"]["init"] == str(shipped)
+
+
 def test_in_memory_training_equals_streaming_and_eval_every_skips_validations(tmp_path, tiny_eval):
     train = noisy_patches(tmp_path / "tiny.h5")
     common = ["--train-file", train, "--eval-file", tiny_eval, "--batch-size", 8, "--workers", 0, "--augment",
