@@ -31,7 +31,7 @@ def save_atomic(obj: dict, path: Path, keep_previous: bool = False) -> None:
         raise SystemExit(f"error: {err}") from None
 
 
-def load_checkpoint(path: Path, reader: str = "--resume") -> dict:
+def load_checkpoint(path: Path, *, reader: str) -> dict:
     """last.pth, or previous-last.pth with a warning when last.pth is missing, empty or corrupt (`reader`:
     who asked, named in the error when neither is readable)."""
     previous = previous_path(path)

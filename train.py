@@ -379,7 +379,7 @@ def check_same_run(state: dict, args: argparse.Namespace, meta: dict, path: Path
 
 def restore(run: Training) -> None:
     """With --resume, the weights, optimiser, schedule, counters and RNG state of last.pth."""
-    state = load_checkpoint(run.last_path)
+    state = load_checkpoint(run.last_path, reader="--resume")
     check_same_run(state, run.args, run.meta, run.last_path)
     if run.args.init is None and state.get("args", {}).get("init", "None") != "None":
         run.args.init = Path(state["args"]["init"])  # saved again with each checkpoint: the run's record of its start

@@ -96,7 +96,7 @@ def train_command(args: argparse.Namespace, loss: str, max_steps: int) -> list[s
 
 
 def steps_done(run_dir: Path) -> int:
-    return load_checkpoint(run_dir / "last.pth")["step"] if has_checkpoint(run_dir) else 0
+    return load_checkpoint(run_dir / "last.pth", reader="loss_study")["step"] if has_checkpoint(run_dir) else 0
 
 
 def check_settings(args: argparse.Namespace) -> None:

@@ -88,7 +88,7 @@ def check_started_from(folder: Path, init: Path | None) -> None:
     chain's hours, not after them."""
     if not has_checkpoint(folder):
         return
-    recorded = load_checkpoint(folder / "last.pth", "reproduce")["args"].get("init", "None")
+    recorded = load_checkpoint(folder / "last.pth", reader="reproduce")["args"].get("init", "None")
     if (recorded == "None") != (init is None) or (init and os.path.realpath(recorded) != os.path.realpath(init)):
         raise SystemExit(f"error: {folder} was started from {recorded if recorded != 'None' else 'scratch'}, not "
                          f"{init or 'scratch'}; give that --init, or delete the folder to train again")
