@@ -3,6 +3,7 @@ goes through files.atomic_write (temporary name, fsync, rename), and the checkpo
 as previous-<name> until the new one is complete."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -47,3 +48,14 @@ def load_checkpoint(path: Path, *, reader: str) -> dict:
             return state
         print(f"warning: {candidate} is not a training checkpoint; trying {previous.name}", file=sys.stderr)
     raise SystemExit(f"error: {reader}: no readable {path} or {previous}")
+
+
+def same_file(key: str, recorded: dict, current: dict) -> bool:
+    """Whether `key` of a checkpoint's recorded args names the file `current` does: the same file written
+    another way (./data, a link), or at the same place beside the run folder, so that a run folder copied
+    with its patch file into another checkout (an archived run continued) still resumes."""
+    if os.path.realpath(recorded[key]) == os.path.realpath(current[key]):
+        return True
+    beside = lambda run_args: os.path.relpath(os.path.abspath(run_args[key]), os.path.abspath(run_args["output_dir"]))
+    # checkpoints from before the flag was called --output-dir recorded outputs_dir: their real path alone counts
+    return "output_dir" in recorded and beside(recorded) == beside(current)

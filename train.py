@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 import cli
 import losses
-from checkpoints import CHECKPOINT_FILES, load_checkpoint, save_atomic
+from checkpoints import CHECKPOINT_FILES, load_checkpoint, same_file, save_atomic
 from datasets import PatchDataset, augment_pairs, eval_pairs, made_with
 from files import LockedError, WriteError, check_writable, hold_lock, make_folder
 from evaluate import evaluate_pairs, upscale
@@ -333,16 +333,6 @@ def clear_old_run(run: Training) -> None:
     if run.rank == 0 and run.args.overwrite:
         for old in run_files(run.args.output_dir):
             old.unlink()
-
-
-def same_file(key: str, recorded: dict, current: dict) -> bool:
-    """The same file written another way (./data, a link), or at the same place beside the run folder: a
-    run folder copied with its patch file into another checkout (an archived run continued) still resumes."""
-    if os.path.realpath(recorded[key]) == os.path.realpath(current[key]):
-        return True
-    beside = lambda run_args: os.path.relpath(os.path.abspath(run_args[key]), os.path.abspath(run_args["output_dir"]))
-    # checkpoints from before the flag was called --output-dir recorded outputs_dir: their real path alone counts
-    return "output_dir" in recorded and beside(recorded) == beside(current)
 
 
 def changed_patches(recorded: dict, current: dict) -> list[str]:

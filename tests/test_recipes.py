@@ -54,6 +54,7 @@ def test_every_recipe_runs_smoke_sized_from_scratch(name, data, tmp_path):
                 assert len(validation["hr"]) == SMOKE_IMAGES  # --max-images holds for an --eval file too
     report = json.loads((tmp_path / f"{name}_smoke" / "reproduce.json").read_text())
     assert report["smoke"] and report["step"] == SMOKE_STEPS and report["machine"]["cores"] >= 1
+    assert report["weights"] == str(tmp_path / f"{name}_smoke" / "best.pth")  # outside the repo: the whole path
     assert report["benchmarks"]["Set5"]["shipped_psnr"] == read_manifest()[recipe["ships"]]["benchmarks"]["Set5"]["psnr"]
     assert f"{name} Set5:" in result.stdout
     # the same command again picks up where it is: nothing made twice, the finished run not trained further
@@ -153,6 +154,22 @@ def test_a_malformed_recipes_file_names_itself_and_the_missing_key(tmp_path):
     broken.write_text(json.dumps({"srcnn_x3": {key: None for key in KEYS if key != "train"}}))
     with pytest.raises(ValueError, match="recipe 'srcnn_x3' has no train"):
         read_recipes(broken)
+
+
+def test_a_run_folder_copied_into_another_checkout_continues_from_the_same_init(tmp_path):
+    """As train.py --resume checks it: the init recorded at the same place beside the run folder is the same
+    start, so an archived run continues in another clone; another file there is not."""
+    from checkpoints import RESUME_KEYS
+    from weights import reproduce
+    first, second = tmp_path / "first", tmp_path / "second"
+    state = {key: 0 for key in RESUME_KEYS} | {"args": {"init": str(first / "weights" / "init.pth"),
+                                                      "output_dir": str(first / "runs" / "r")}}
+    (second / "runs" / "r").mkdir(parents=True)
+    torch.save(state, second / "runs" / "r" / "last.pth")  # the folder as copied: its record names the first clone
+    reproduce.check_started_from(second / "runs" / "r", second / "weights" / "init.pth")
+    for other in (second / "weights" / "other.pth", None):
+        with pytest.raises(SystemExit, match="was started from .*first/weights/init.pth, not"):
+            reproduce.check_started_from(second / "runs" / "r", other)
 
 
 def test_a_stopped_step_is_not_called_a_failure(monkeypatch, capsys):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import cli
-from checkpoints import has_checkpoint, load_checkpoint
+from checkpoints import has_checkpoint, load_checkpoint, same_file
 from child_process import run_to_the_end
 from evaluate import evaluate_dataset
 from files import check_writable, make_folder, write_text
@@ -88,9 +88,11 @@ def check_started_from(folder: Path, init: Path | None) -> None:
     chain's hours, not after them."""
     if not has_checkpoint(folder):
         return
-    recorded = load_checkpoint(folder / "last.pth", reader="reproduce")["args"].get("init", "None")
-    if (recorded == "None") != (init is None) or (init and os.path.realpath(recorded) != os.path.realpath(init)):
-        raise SystemExit(f"error: {folder} was started from {recorded if recorded != 'None' else 'scratch'}, not "
+    recorded = load_checkpoint(folder / "last.pth", reader="reproduce")["args"]
+    started = recorded.get("init", "None")
+    current = {"init": str(init), "output_dir": str(folder)}  # as train.py checks it on --resume
+    if (started == "None") != (init is None) or (init and not same_file("init", recorded, current)):
+        raise SystemExit(f"error: {folder} was started from {started if started != 'None' else 'scratch'}, not "
                          f"{init or 'scratch'}; give that --init, or delete the folder to train again")
 
 
@@ -152,7 +154,7 @@ def measure(recipe: dict, best: Path, init: Path | None, args: argparse.Namespac
     model, meta = load_model(best)
     shipped = read_manifest().get(recipe["ships"], {}).get("benchmarks", {})
     reached = first_reaching(clock_curve(best.parent), recipe["target_psnr"])
-    result = {"recipe": args.recipe, "ships": recipe["ships"], "smoke": args.smoke, "weights": str(best),
+    result = {"recipe": args.recipe, "ships": recipe["ships"], "smoke": args.smoke, "weights": shown(best),
               "init": shown(init),
               "selected_on": " ".join([recipe["eval"], *recipe.get("eval_preprocess", [])]), "step": meta["step"],
               "minutes_to_best": round(meta["train_seconds"] / 60, 1),
