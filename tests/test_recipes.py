@@ -172,6 +172,18 @@ def test_a_run_folder_copied_into_another_checkout_continues_from_the_same_init(
             reproduce.check_started_from(second / "runs" / "r", other)
 
 
+def test_archived_recipe_records_name_their_files_relative_to_the_repo():
+    """reproduce.json records paths inside the repo relative to it, so an archived record reads the same in
+    every clone; an absolute path would name one machine's checkout."""
+    from weights import reproduce
+    assert reproduce.shown(reproduce.ROOT / "runs" / "recipes" / "x" / "best.pth") == "runs/recipes/x/best.pth"
+    records = sorted(Path("weights/training").rglob("reproduce.json"))
+    assert len(records) >= 10
+    for record in records:
+        report = json.loads(record.read_text())
+        assert not Path(report["weights"]).is_absolute() and not Path(report.get("init") or ".").is_absolute(), record
+
+
 def test_a_stopped_step_is_not_called_a_failure(monkeypatch, capsys):
     """Ctrl-C reaches train.py, which saves and exits 130: the recipe says how to go on, and exits 130 too."""
     import signal
