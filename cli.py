@@ -66,6 +66,11 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding T91/, Set5/ and Set14/")
 
 
+def add_peers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--peers", type=Path, default=Path("peers"),
+                        help="folder holding OpenCV's FSRCNN_x<s>.pb, FSRCNN-small_x<s>.pb and ESPCN_x<s>.pb")
+
+
 def photo_size(text: str) -> tuple[int, int]:
     """--size WIDTHxHEIGHT (the benchmarks' photos), for argparse."""
     try:

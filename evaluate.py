@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from utils import from_color, psnr, ssim, to_color, unit_to_uint8, upscale_bicubic, with_y, y_channel
+from utils import (from_color, psnr, rgb2ycbcr, ssim, to_color, to_uint8, unit_to_uint8, upscale_bicubic, with_y,
+                   y_channel)
 
 if TYPE_CHECKING:  # PyTorch is imported only where needed: a plain upscale on an ONNX graph never imports it
     from graphs import GraphUpscaler
@@ -66,6 +67,13 @@ def psnr_ssim(hr: np.ndarray, y: np.ndarray, scale: int) -> tuple[float, float]:
     """(PSNR, SSIM) of a Y image against the HR image on the SR protocol."""
     hr_y = y_channel(hr)
     return psnr(hr_y, y, scale), ssim(hr_y, y, scale)
+
+
+def channel_psnrs(hr: np.ndarray, image: np.ndarray, scale: int) -> list[float]:
+    """PSNR of Y, Cb and Cr (MATLAB's rgb2ycbcr, 8 bits) and over all RGB channels of an RGB output, on the
+    protocol otherwise (`scale` pixels shaved, range 255): the SRCNN paper's colour comparison (Table 5)."""
+    hr_ycc, ycc = to_uint8(rgb2ycbcr(hr)), to_uint8(rgb2ycbcr(image))
+    return [psnr(hr_ycc[..., c], ycc[..., c], scale) for c in range(3)] + [psnr(hr, image, scale)]
 
 
 def ms_ssim_y(hr: np.ndarray, y: np.ndarray, scale: int) -> float | None:

@@ -24,7 +24,6 @@ from files import WriteError, make_folder, write_text
 from graphs import SESSION_CONFIG
 from hub import cache_folder
 
-CPU_PATHS = ("channels_last", "onnxruntime")  # the paths auto chooses between on a CPU
 MEASURE_SIDE = 576  # output pixels a side of the timed runs: big enough that per-call overhead is small
 CACHE_NAME = "inference_paths.json"
 

@@ -126,6 +126,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--resume continues the run in --output-dir, --overwrite deletes it: choose one")
     if args.autocast_epochs is not None and (args.autocast_epochs < 0 or args.autocast == "off"):
         parser.error("--autocast-epochs must be 0 or more, with an --autocast other than off")
+    if args.autocast_epochs is not None and args.autocast_epochs >= args.epochs:
+        parser.error(f"--autocast-epochs {args.autocast_epochs} leaves none of the {args.epochs} --epochs in fp32: "
+                     "give fewer, or leave it out to autocast the whole run")
     for name in ("batch_size", "epochs", "log_every", "eval_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -30,6 +30,14 @@ def layer_filters(weight: np.ndarray, input_channel: int) -> np.ndarray:
     return weight[:, min(input_channel, weight.shape[1] - 1)]
 
 
+def check_input_channel(drawn: dict[str, np.ndarray], input_channel: int) -> None:
+    """--input-channel must exist in every drawn layer that has several (a single-channel conv1 draws its one)."""
+    for layer, weight in drawn.items():
+        if weight.shape[0] > 1 and input_channel >= weight.shape[1] > 1:
+            raise ValueError(f"--input-channel {input_channel}: {layer} has {weight.shape[1]} input channels "
+                             f"(0-{weight.shape[1] - 1})")
+
+
 def layer_weight(model: SRCNN | FSRCNN, layer: str, weights: Path) -> np.ndarray:
     """The weight of one drawable layer: SRCNN's conv1-conv3, or FSRCNN's feature convolution."""
     network = network_name(model)
@@ -64,6 +72,7 @@ def main() -> None:
         scale = meta.get("scale", args.scale)  # the output is named after the weights' scale
         layers = args.layers or [LAYERS[network_name(model)][0]]
         drawn = {layer: layer_weight(model, layer, weights) for layer in layers}
+        check_input_channel(drawn, args.input_channel)
         make_folder(args.output_dir)
         for layer, weight in drawn.items():
             grid = filter_grid(layer_filters(weight, args.input_channel), gap=1)
@@ -72,7 +81,7 @@ def main() -> None:
             path = args.output_dir / f"filters_{layer}_x{scale}.png"
             save_image(path, grid)
             print(f"{layer}: {weight.shape[0]} filters of {weight.shape[2]}x{weight.shape[3]} -> {path}")
-    except (WeightsError, WriteError) as err:
+    except (WeightsError, WriteError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
 
 

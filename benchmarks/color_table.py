@@ -11,46 +11,48 @@ channels. Grayscale images are left out (they have no Cb/Cr).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
 import cli
-from evaluate import upscale
+from evaluate import channel_psnrs, upscale
 from inference import Upscaler
-from models import load_model
-from utils import benchmark_pairs, psnr, rgb2ycbcr, to_uint8, upscale_bicubic
-
-
-
-def channel_psnrs(hr: np.ndarray, image: np.ndarray, scale: int) -> list[float]:
-    """PSNR of Y, Cb, Cr (8-bit YCbCr) and over all RGB channels."""
-    hr_ycc, ycc = to_uint8(rgb2ycbcr(hr)), to_uint8(rgb2ycbcr(image))
-    return [psnr(hr_ycc[..., c], ycc[..., c], scale) for c in range(3)] + [psnr(hr, image, scale)]
+from models import WeightsError, load_model
+from utils import benchmark_pairs, upscale_bicubic
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
-    parser.add_argument("--dataset", type=Path, default=cli.DATA / "Set5" / "x3", help="a benchmark folder")
+    parser.add_argument("--dataset", type=Path, help=f"a benchmark folder (default: {cli.DATA}/Set5/x<scale>)")
     cli.add_scale(parser)
-    parser.add_argument("--weights-file", type=Path, nargs="+", default=["weights/srcnn_x3.pth"],
-                        help="the networks to compare")
+    parser.add_argument("--weights-file", type=Path, nargs="+",
+                        help="the networks to compare (default: weights/srcnn_x<scale>.pth)")
     return parser
 
 
+def load_network(path: Path, scale: int) -> tuple[Upscaler, str]:
+    """(the network, the colour space it reads), warning when its file was trained for another scale."""
+    model, meta = load_model(path, scale=scale)
+    if meta.get("scale", scale) != scale:
+        print(f"warning: {path} was trained for x{meta['scale']}, used here at x{scale}", file=sys.stderr)
+    return Upscaler(model), meta.get("color", "y")
+
+
+@cli.one_line_errors(WeightsError, ValueError)
 def main() -> None:
     args = build_parser().parse_args()
+    dataset = args.dataset or cli.DATA / "Set5" / f"x{args.scale}"
 
-    pairs = [(hr, lr) for _, hr, lr in benchmark_pairs(args.dataset, args.scale) if hr.ndim == 3]
+    pairs = [(hr, lr) for _, hr, lr in benchmark_pairs(dataset, args.scale) if hr.ndim == 3]
     rows = {"bicubic": [channel_psnrs(hr, upscale_bicubic(lr, args.scale), args.scale) for hr, lr in pairs]}
-    for path in map(Path, args.weights_file):
-        model, meta = load_model(path, scale=args.scale)
-        color = meta.get("color", "y")
+    for path in args.weights_file or [Path(f"weights/srcnn_x{args.scale}.pth")]:
+        network, color = load_network(path, args.scale)
         label = f"{path.name} ({'Y only, bicubic CbCr' if color == 'y' else color.upper() + ', 3 channels'})"
-        outputs = [upscale(Upscaler(model), lr, upscale_bicubic(lr, args.scale), color)[0]
-                   for _, lr in pairs]
+        outputs = [upscale(network, lr, upscale_bicubic(lr, args.scale), color)[0] for _, lr in pairs]
         rows[label] = [channel_psnrs(hr, out, args.scale) for (hr, _), out in zip(pairs, outputs)]
-    print(f"{args.dataset} x{args.scale}, {len(pairs)} colour images, mean PSNR (dB)\n")
+    print(f"{dataset} x{args.scale}, {len(pairs)} colour images, mean PSNR (dB)\n")
     print("| method | Y | Cb | Cr | RGB |\n|---|---|---|---|---|")
     for label, scores in rows.items():
         print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in np.mean(scores, axis=0)) + " |")

@@ -78,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folder-size", type=int, default=20, help="photos in the folder")
     parser.add_argument("--pairs", type=int, default=7, help="counted (baseline, command) pairs per command, one image")
     parser.add_argument("--folder-pairs", type=int, default=3, help="the same on the folder (0: no folder runs)")
-    parser.add_argument("--peers", type=Path, default=Path("../shared/peers"),
-                        help="folder holding OpenCV's FSRCNN_x<s>.pb and ESPCN_x<s>.pb")
+    cli.add_peers(parser)
     parser.add_argument("--weights-dir", type=Path, default=Path("weights"), help="holds fsrcnn_x<s>.pth and srcnn_x<s>.pth")
     parser.add_argument("--test-args", default="", help="more test.py arguments, one string, e.g. "
                         "--test-args='--inference-path eager' (default: none)")

@@ -1,6 +1,6 @@
 """Preprocessing and loading at Holopix50k scale, on a synthetic set of 1280x720 JPEGs tiled from T91.
 
-    python -m benchmarks.holopix_scale --images 200 --workers 2
+    python -m benchmarks.holopix_scale --image-count 200 --workers 2
 
 1. Writes N Holopix-like images (<tmp>/train/left/*.jpg), then times `preprocess.py --holopix50k ...
    --preset holopix` and samples the summed RSS of its whole process tree: images/s, patches, file
@@ -129,7 +129,7 @@ def model_rate(side: int, batch: int = 16, steps: int = 5) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
-    parser.add_argument("--images", type=int, default=200, help="synthetic 1280x720 images to make")
+    parser.add_argument("--image-count", type=int, default=200, help="synthetic 1280x720 images to make")
     cli.add_workers(parser, "preprocess.py worker processes", default=2)
     parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 1, 2, 4], help="DataLoader worker counts to time")
     parser.add_argument("--layout-patches", type=int, default=5000, help="patch pairs in each layout comparison file")
@@ -144,15 +144,15 @@ def main() -> None:
         if t91.is_dir() else []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "holo"
-        make_images(root / "train" / "left", args.images, tiles)
+        make_images(root / "train" / "left", args.image_count, tiles)
         output = Path(tmp) / "holo.h5"
         stats = preprocess(root, output, args.workers)
         import h5py
         with h5py.File(output) as f:
             patches = len(f["hr"])
-        expected = args.images * len(range(0, HEIGHT - 120 + 1, 78)) * len(range(0, (WIDTH // 3 * 3) - 120 + 1, 78))
-        print(f"preprocess: {args.images} images of {WIDTH}x{HEIGHT}, {args.workers} workers: "
-              f"{args.images / stats['seconds']:.1f} images/s, {patches} patches (expected {expected}, "
+        expected = args.image_count * len(range(0, HEIGHT - 120 + 1, 78)) * len(range(0, (WIDTH // 3 * 3) - 120 + 1, 78))
+        print(f"preprocess: {args.image_count} images of {WIDTH}x{HEIGHT}, {args.workers} workers: "
+              f"{args.image_count / stats['seconds']:.1f} images/s, {patches} patches (expected {expected}, "
               f"{'ok' if patches == expected else 'MISMATCH'}), {output.stat().st_size / 2 ** 20:.0f} MB, "
               f"peak RSS {stats['peak_rss_mb']:.0f} MB (whole process tree)")
         consumed = model_rate(120)

@@ -34,6 +34,7 @@ from peers import PeerError, OpenCVPeer, graph_path
 from utils import MIN_MEASURED_SIDE, ImageError, list_images, load_image, modcrop
 
 SETS = ("Set5", "Set14", "SunHays80/val")
+RESULTS = Path("results")  # the repo's table, which --output-dir's default writes
 PEERS = {"opencv-fsrcnn": "fsrcnn", "opencv-espcn": "espcn", "opencv-fsrcnn-small": "fsrcnn-small"}
 NETWORKS = {"srcnn": "srcnn_x{}.pth", "fsrcnn": "fsrcnn_x{}.pth", "srcnn-real": "srcnn_real_x{}.pth",
             "fsrcnn-real": "fsrcnn_real_x{}.pth"}  # method -> its weights file in --weights-dir, by scale
@@ -62,13 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {' '.join(map(str, degradations.TABLE))})")
     parser.add_argument("--methods", nargs="+", choices=CHOICES, default=list(METHODS), metavar="METHOD",
                         help=f"the table's columns, of {', '.join(CHOICES)} (default: {' '.join(METHODS)})")
-    parser.add_argument("--peers", type=Path, default=Path("peers"),
-                        help="folder holding OpenCV's FSRCNN_x<s>.pb, FSRCNN-small_x<s>.pb and ESPCN_x<s>.pb")
+    cli.add_peers(parser)
     parser.add_argument("--weights-dir", type=Path, default=Path("weights"),
                         help="holds " + ", ".join(name.format("<s>") for name in NETWORKS.values()))
     cli.add_inference_path(parser, "eager", "how the networks run (eager: the same number on every run)")
     cli.add_device(parser)
-    cli.add_output_dir(parser, Path("results"), "where robustness.json and robustness.md go")
+    cli.add_output_dir(parser, RESULTS, "where robustness.json and robustness.md go")
     return parser
 
 
@@ -104,6 +104,16 @@ def build_methods(args: argparse.Namespace) -> tuple[dict[int, dict[str, Method]
     for method, paths in missing.items():
         print(f"warning: {method} skipped where its file is missing: no {', '.join(paths)}", file=sys.stderr)
     return methods, missing
+
+
+def short_of_the_full_table(args: argparse.Namespace, missing: dict[str, list[str]]) -> str | None:
+    """Why this run would not make the whole default table (None when it would)."""
+    if missing:
+        return "no " + ", ".join(path for paths in missing.values() for path in paths)
+    defaults = build_parser()
+    changed = [name for name in ("sets", "scale", "degradations", "methods")
+               if list(map(str, getattr(args, name))) != list(map(str, defaults.get_default(name)))]
+    return "--" + ", --".join(changed) + " not the default" if changed else None
 
 
 def hr_images(folder: Path, scale: int) -> list[tuple[str, np.ndarray]]:
@@ -203,6 +213,9 @@ def main() -> None:
 
     check_writable(make_folder(args.output_dir))  # before the work, not after it
     methods, missing = build_methods(args)
+    if args.output_dir == RESULTS and (gap := short_of_the_full_table(args, missing)):
+        raise SystemExit(f"error: {gap}: {RESULTS}/robustness.* is the repo's full table, made whole or not at all; "
+                         "write this one to another --output-dir")
     results, counts = score_all(args, methods)
     report = {"command": command, "settings": settings(args), "skipped": missing, "images": counts, "results": results}
     print(write_report(args.output_dir, report))

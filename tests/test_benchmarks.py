@@ -1,8 +1,10 @@
 import json
+import shutil
 import statistics
 
 import pytest
-from conftest import REPO, assert_clean_error, need, run_module
+from conftest import REPO, assert_clean_error, need, run_module, textured_image
+from PIL import Image
 
 
 def test_color_table_measures_bicubic_like_the_published_protocol(data):
@@ -16,6 +18,33 @@ def test_color_table_measures_bicubic_like_the_published_protocol(data):
     y_only = next(v for k, v in rows.items() if k.startswith("srcnn_x3.pth"))
     assert y_only[0] > rows["bicubic"][0] + 1  # the network restores Y ...
     assert y_only[1:3] == pytest.approx(rows["bicubic"][1:3], abs=0.05)  # ... and keeps bicubic Cb/Cr
+
+
+def test_color_table_takes_its_scale_s_weights_and_says_when_told_others(tmp_path):
+    Image.fromarray(textured_image(24, 24)).save(tmp_path / "a.png")
+    default = run_module("benchmarks.color_table", "--dataset", tmp_path, "--scale", 2)
+    assert default.returncode == 0 and "| srcnn_x2.pth (Y only" in default.stdout, default.stderr
+    assert "warning" not in default.stderr
+    other = run_module("benchmarks.color_table", "--dataset", tmp_path, "--scale", 2, "--weights-file",
+                       REPO / "weights" / "srcnn_x3.pth")
+    assert other.returncode == 0 and "srcnn_x3.pth was trained for x3, used here at x2" in other.stderr
+    assert_clean_error(run_module("benchmarks.color_table", "--dataset", tmp_path / "nowhere"), "nowhere")
+
+
+def test_eval_benchmarks_rewrites_the_readme_table_only_for_the_shipped_weights(tmp_path):
+    """Other weights' numbers go to their --output-dir, never under README's "shipped weights" heading."""
+    (tmp_path / "weights").mkdir()
+    for scale in (2, 3, 4):
+        shutil.copy(REPO / "weights" / f"srcnn_x{scale}.pth", tmp_path / "weights")
+        for name in ("Set5", "Set14"):
+            (tmp_path / name / f"x{scale}").mkdir(parents=True)
+            Image.fromarray(textured_image(24, 24, seed=scale)).save(tmp_path / name / f"x{scale}" / "a.png")
+    readme = (REPO / "README.md").read_bytes()
+    out = run_module("benchmarks.eval_benchmarks", "--data", tmp_path, "--weights-dir", tmp_path / "weights",
+                     "--output-dir", tmp_path / "results", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads((tmp_path / "results" / "benchmarks.json").read_text())) == 6
+    assert (REPO / "README.md").read_bytes() == readme
 
 
 def test_curves_plot_draws_each_papers_target_only_where_there_is_one(tmp_path):

@@ -68,6 +68,10 @@ def test_bad_arguments_are_one_line_errors(tmp_path, weights):
                      *args)
         assert_clean_error(result, *fragments)
     assert_clean_error(run("visualize_filters.py", "--weights-file", weights, "--zoom", 0), "--zoom must be 1 or more")
+    past = run("visualize_filters.py", "--weights-file", weights, "--layers", "conv1", "conv2", "--input-channel", 64,
+               "--output-dir", tmp_path / "filters")
+    assert_clean_error(past, "--input-channel 64: conv2 has 64 input channels (0-63)")
+    assert not (tmp_path / "filters").exists()  # refused before anything is drawn
 
 
 def test_low_res_output_over_max_pixels_is_refused_before_the_work(tmp_path, weights):

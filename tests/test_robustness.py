@@ -172,3 +172,15 @@ def test_script_errors_are_one_line(tmp_path):
     missing = run_module("benchmarks.robustness", "--data", tmp_path, "--sets", "nowhere", "--scale", 3,
                          "--methods", "bicubic", "--output-dir", tmp_path / "results", timeout=120)
     assert_clean_error(missing, "nowhere")
+
+
+def test_the_repo_table_is_written_whole_or_not_at_all(tmp_path):
+    """The default --output-dir is results/, the tracked table: a run short of it (a graph missing, or a
+    subset of the rows and columns) is refused before any scoring, and the table stays as it was."""
+    table = REPO / "results" / "robustness.json"
+    before = table.read_bytes()
+    no_graph = run_module("benchmarks.robustness", "--peers", tmp_path / "none", timeout=120)
+    assert_clean_error(no_graph, str(tmp_path / "none" / "FSRCNN_x2.pb"), "results/robustness.* is the repo's full table")
+    subset = run_module("benchmarks.robustness", "--scale", 3, "--methods", "bicubic", timeout=120)
+    assert_clean_error(subset, "--scale, --methods not the default", "another --output-dir")
+    assert table.read_bytes() == before

@@ -234,6 +234,16 @@ def test_loss_weights_default_is_mse_psnr_ssim_0_4_0_5_0_1():
     assert parser.parse_args(["--train-file", "t.h5", "--eval-file", "e"]).loss_weights == [0.4, 0.5, 0.1]
 
 
+@pytest.mark.parametrize("autocast_epochs", [3, 4])
+def test_autocast_epochs_that_leave_no_fp32_epoch_are_refused(autocast_epochs, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--train-file", "t.h5", "--eval-file", "e", "--epochs", "3", "--autocast", "bf16",
+                          "--autocast-epochs", str(autocast_epochs)])
+    assert "leaves none of the 3 --epochs in fp32" in capsys.readouterr().err
+    assert train.parse_args(["--train-file", "t.h5", "--eval-file", "e", "--epochs", "3", "--autocast", "bf16",
+                             "--autocast-epochs", "2"]).autocast_epochs == 2
+
+
 def optimizer_for(arch, *extra, dtype=torch.float32):
     args = train.parse_args(["--train-file", "t.h5", "--eval-file", "e", *map(str, extra)])
     torch.manual_seed(0)

@@ -225,7 +225,7 @@ def test_loss_study_trains_every_loss_equally_then_scores_and_draws(tmp_path):
         Image.fromarray(hr).save(data / name / "x3" / "a_HR.png")
         Image.fromarray(degrade(hr, 3)[0]).save(data / name / "x3" / "a_LR.png")
     runs, results = tmp_path / "runs", tmp_path / "results"
-    result = run_module("weights.loss_study", "--data", data, "--patches", tmp_path / "p.h5", "--output-dir", runs,
+    result = run_module("weights.loss_study", "--data", data, "--train-file", tmp_path / "p.h5", "--output-dir", runs,
                         "--results-dir", results, "--epochs", 1, "--batch-size", 4, "--losses", "mse", "psnr", "weighted",
                         timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -238,7 +238,7 @@ def test_loss_study_trains_every_loss_equally_then_scores_and_draws(tmp_path):
         assert list(scores) == ["bicubic", "srcnn_x3.pth (T91, no blur)", "mse", "psnr", "weighted"]
         assert all(0 < s["ssim"] <= 1 and 0 < s["ms_ssim"] <= 1 and s["psnr"] > 10 for s in scores.values())
     assert table["SunHays80/val"]["mse"]["step"] == 2 and "step" not in table["SunHays80/val"]["bicubic"]
-    again = run_module("weights.loss_study", "--data", data, "--patches", tmp_path / "p.h5", "--output-dir", runs,
+    again = run_module("weights.loss_study", "--data", data, "--train-file", tmp_path / "p.h5", "--output-dir", runs,
                        "--results-dir", results, "--epochs", 2, "--batch-size", 4, "--losses", "mse")
     assert_clean_error(again, "study.json records other settings")  # a rerun never mixes two schedules
     crops = load_image(results / "loss_study_crops.png")

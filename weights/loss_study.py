@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_data(parser)
     cli.add_output_dir(parser, Path("weights/training/loss_study"),
                        "one train.py run folder per loss, kept in the repo so that a later session continues them")
-    parser.add_argument("--patches", type=Path, default=Path("output/SunHays80_train_x3_blur.h5"),
+    parser.add_argument("--train-file", type=Path, default=Path("output/SunHays80_train_x3_blur.h5"),
                         help="the training patch file (made by preprocess.py when missing)")
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES), help="the losses to train")
     parser.add_argument("--init", default=str(T91_WEIGHTS), help="weights every run starts from, or none (random)")
@@ -75,18 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_patches(args: argparse.Namespace) -> None:
-    if args.patches.exists():
+    if args.train_file.exists():
         return
     command = [sys.executable, "preprocess.py", "--images", str(args.data / "SunHays80" / "train"), "--scale", str(SCALE),
-               "--preset", "holopix", "--blur-sigma", str(BLUR_SIGMA), "--output", str(args.patches), "--resume"]
+               "--preset", "holopix", "--blur-sigma", str(BLUR_SIGMA), "--output", str(args.train_file), "--resume"]
     if subprocess.run(command).returncode:
-        raise SystemExit(f"error: preprocess.py could not make {args.patches} (its message is above)")
+        raise SystemExit(f"error: preprocess.py could not make {args.train_file} (its message is above)")
 
 
 def train_command(args: argparse.Namespace, loss: str, max_steps: int) -> list[str]:
     """train.py for one loss; everything but the loss (and so the run folder) is the same for all."""
     run_dir = args.output_dir / loss
-    return [sys.executable, "train.py", "--train-file", str(args.patches), "--eval-file",
+    return [sys.executable, "train.py", "--train-file", str(args.train_file), "--eval-file",
             str(args.data / "SunHays80" / "val"), "--scale", str(SCALE), "--loss", loss, "--padding", "valid",
             "--lr", str(args.lr), "--lr-schedule", "cosine", "--epochs", str(args.epochs), "--batch-size",
             str(args.batch_size), "--augment", "--in-memory", "--workers", "0", "--seed", "123", "--max-steps",
@@ -205,10 +205,10 @@ def main() -> None:
     if min(args.epochs, args.round_epochs, args.batch_size) < 1:
         parser.error("--epochs, --round-epochs and --batch-size must be at least 1")
     make_patches(args)
-    with h5py.File(args.patches, "r") as f:
+    with h5py.File(args.train_file, "r") as f:
         steps_per_epoch = len(f["hr"]) // args.batch_size  # as train.py counts them
         if (f.attrs.get("blur_sigma"), f.attrs.get("scale")) != (BLUR_SIGMA, SCALE):
-            raise SystemExit(f"error: {args.patches} was made with blur {f.attrs.get('blur_sigma')} and scale "
+            raise SystemExit(f"error: {args.train_file} was made with blur {f.attrs.get('blur_sigma')} and scale "
                              f"{f.attrs.get('scale')}, not the study's {BLUR_SIGMA} and x{SCALE}")
     check_settings(args)
     if not args.score_only and not train_in_turns(args, steps_per_epoch):
