@@ -67,8 +67,8 @@ def add_data(parser: argparse.ArgumentParser) -> None:
 
 
 def add_peers(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--peers", type=Path, default=Path("peers"),
-                        help="folder holding OpenCV's FSRCNN_x<s>.pb, FSRCNN-small_x<s>.pb and ESPCN_x<s>.pb")
+    parser.add_argument("--peers", type=Path, default=Path("../shared/peers"),
+                        help="folder holding OpenCV's dnn_superres graphs, <NAME>_x<s>.pb (its README says where they come from)")
 
 
 def photo_size(text: str) -> tuple[int, int]:

@@ -18,6 +18,7 @@ import numpy as np
 
 import cli
 from evaluate import channel_psnrs, upscale
+from hub import WEIGHTS_DIR
 from inference import Upscaler
 from models import WeightsError, load_model
 from utils import benchmark_pairs, upscale_bicubic
@@ -47,7 +48,7 @@ def main() -> None:
 
     pairs = [(hr, lr) for _, hr, lr in benchmark_pairs(dataset, args.scale) if hr.ndim == 3]
     rows = {"bicubic": [channel_psnrs(hr, upscale_bicubic(lr, args.scale), args.scale) for hr, lr in pairs]}
-    for path in args.weights_file or [Path(f"weights/srcnn_x{args.scale}.pth")]:
+    for path in args.weights_file or [WEIGHTS_DIR / f"srcnn_x{args.scale}.pth"]:
         network, color = load_network(path, args.scale)
         label = f"{path.name} ({'Y only, bicubic CbCr' if color == 'y' else color.upper() + ', 3 channels'})"
         outputs = [upscale(network, lr, upscale_bicubic(lr, args.scale), color)[0] for _, lr in pairs]

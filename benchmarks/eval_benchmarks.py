@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser(__doc__)
     cli.add_data(parser)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS,
-                        help="holds srcnn_x{2,3,4}.pth (README.md's table is rewritten for weights/ into results/ alone)")
+                        help="holds srcnn_x{2,3,4}.pth (other than weights/: with another --output-dir)")
     cli.add_output_dir(parser, RESULTS, "where benchmarks.json and benchmarks.md go")
     return parser
 
@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 @cli.one_line_errors(WeightsError, ValueError)
 def main() -> None:
     args = build_parser().parse_args()
+    tracked = args.output_dir.resolve() == (ROOT / RESULTS).resolve()
+    if tracked and args.weights_dir.resolve() != (ROOT / WEIGHTS).resolve():
+        raise SystemExit(f"error: {RESULTS}/benchmarks.* and README.md hold the shipped weights' table; "
+                         f"write {args.weights_dir}'s to another --output-dir")
 
     results = {}
     for name in SETS:
@@ -66,7 +70,7 @@ def main() -> None:
     make_folder(args.output_dir)
     write_text(args.output_dir / "benchmarks.json", json.dumps(results, indent=1) + "\n")
     write_text(args.output_dir / "benchmarks.md", table + "\n")
-    if (args.weights_dir, args.output_dir) == (WEIGHTS, RESULTS):  # the README's table is the shipped files'
+    if tracked:  # README's table is the shipped files', as results/ is
         replace_between_markers(ROOT / "README.md", table)
     print(table)
 

@@ -34,6 +34,7 @@ from peers import PeerError, OpenCVPeer, graph_path
 from utils import MIN_MEASURED_SIDE, ImageError, list_images, load_image, modcrop
 
 SETS = ("Set5", "Set14", "SunHays80/val")
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path("results")  # the repo's table, which --output-dir's default writes
 PEERS = {"opencv-fsrcnn": "fsrcnn", "opencv-espcn": "espcn", "opencv-fsrcnn-small": "fsrcnn-small"}
 NETWORKS = {"srcnn": "srcnn_x{}.pth", "fsrcnn": "fsrcnn_x{}.pth", "srcnn-real": "srcnn_real_x{}.pth",
@@ -111,8 +112,10 @@ def short_of_the_full_table(args: argparse.Namespace, missing: dict[str, list[st
     if missing:
         return "no " + ", ".join(path for paths in missing.values() for path in paths)
     defaults = build_parser()
-    changed = [name for name in ("sets", "scale", "degradations", "methods")
-               if list(map(str, getattr(args, name))) != list(map(str, defaults.get_default(name)))]
+    as_text = lambda value: list(map(str, value)) if isinstance(value, list) else str(value)
+    what_it_holds = ("sets", "scale", "degradations", "methods", "weights_dir", "inference_path")
+    changed = [name.replace("_", "-") for name in what_it_holds
+               if as_text(getattr(args, name)) != as_text(defaults.get_default(name))]
     return "--" + ", --".join(changed) + " not the default" if changed else None
 
 
@@ -213,7 +216,7 @@ def main() -> None:
 
     check_writable(make_folder(args.output_dir))  # before the work, not after it
     methods, missing = build_methods(args)
-    if args.output_dir == RESULTS and (gap := short_of_the_full_table(args, missing)):
+    if args.output_dir.resolve() == (ROOT / RESULTS).resolve() and (gap := short_of_the_full_table(args, missing)):
         raise SystemExit(f"error: {gap}: {RESULTS}/robustness.* is the repo's full table, made whole or not at all; "
                          "write this one to another --output-dir")
     results, counts = score_all(args, methods)

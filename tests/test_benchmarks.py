@@ -32,14 +32,18 @@ def test_color_table_takes_its_scale_s_weights_and_says_when_told_others(tmp_pat
 
 
 def test_eval_benchmarks_rewrites_the_readme_table_only_for_the_shipped_weights(tmp_path):
-    """Other weights' numbers go to their --output-dir, never under README's "shipped weights" heading."""
+    """Other weights' numbers go to their own --output-dir (results/ is refused), never under README's
+    "shipped weights" heading."""
     (tmp_path / "weights").mkdir()
     for scale in (2, 3, 4):
         shutil.copy(REPO / "weights" / f"srcnn_x{scale}.pth", tmp_path / "weights")
         for name in ("Set5", "Set14"):
             (tmp_path / name / f"x{scale}").mkdir(parents=True)
             Image.fromarray(textured_image(24, 24, seed=scale)).save(tmp_path / name / f"x{scale}" / "a.png")
-    readme = (REPO / "README.md").read_bytes()
+    readme, table = (REPO / "README.md").read_bytes(), (REPO / "results" / "benchmarks.json").read_bytes()
+    refused = run_module("benchmarks.eval_benchmarks", "--data", tmp_path, "--weights-dir", tmp_path / "weights")
+    assert_clean_error(refused, "hold the shipped weights' table", "another --output-dir")
+    assert (REPO / "results" / "benchmarks.json").read_bytes() == table
     out = run_module("benchmarks.eval_benchmarks", "--data", tmp_path, "--weights-dir", tmp_path / "weights",
                      "--output-dir", tmp_path / "results", timeout=120)
     assert out.returncode == 0, out.stderr

@@ -101,7 +101,8 @@ def steps_done(run_dir: Path) -> int:
 
 def check_settings(args: argparse.Namespace) -> None:
     """The first run of the study records its settings; a rerun with others would mix them, so it is refused."""
-    settings = {key: str(getattr(args, key)) for key in ("patches", "epochs", "batch_size", "lr", "init")}
+    settings = {"patches": str(args.train_file),  # the record's name for it, as archived studies hold it
+                **{key: str(getattr(args, key)) for key in ("epochs", "batch_size", "lr", "init")}}
     record = args.output_dir / "study.json"
     if record.exists() and json.loads(record.read_text()) != settings:
         recorded = ", ".join(f"{key} {value}" for key, value in json.loads(record.read_text()).items())
