@@ -68,7 +68,8 @@ def add_data(parser: argparse.ArgumentParser) -> None:
 
 def add_peers(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peers", type=Path, default=Path("../shared/peers"),
-                        help="folder holding OpenCV's dnn_superres graphs, <NAME>_x<s>.pb (its README says where they come from)")
+                        help="folder holding OpenCV's dnn_superres graphs, <NAME>_x<s>.pb "
+                             "(../shared/peers/README.md says where they come from)")
 
 
 def photo_size(text: str) -> tuple[int, int]:
