@@ -170,6 +170,38 @@ def cell_text(scores: dict | None, bicubic: dict | None, method: str) -> str:
     return f"{scores['psnr']:.2f} / {scores['ssim']:.4f}" + ("*" if below else "")
 
 
+def margins(results: dict, method: str, against: tuple[str, ...]) -> list[tuple[float, str]]:
+    """(method's PSNR minus the best of `against`, "set xS degradation") for every cell where all were run."""
+    found = []
+    for name, by_scale in results.items():
+        for scale, rows in by_scale.items():
+            for how, cell in rows.items():
+                if method in cell and all(other in cell for other in against):
+                    best = max(cell[other]["psnr"] for other in against)
+                    found.append((cell[method]["psnr"] - best, f"{name} {scale} {how}"))
+    return found
+
+
+def summary(report: dict) -> list[str]:
+    """Per network, how many cells it is above bicubic and above both OpenCV networks, and its closest or
+    worst cell for each: issue #23's acceptance read off the table, not counted by hand."""
+    methods = report["settings"]["methods"]
+    peers = tuple(m for m in methods if m in ("opencv-fsrcnn", "opencv-espcn"))
+    lines = ["", "## Cell counts", "", "PSNR above bicubic, and above the better of " + (" and ".join(peers) or
+             "OpenCV's networks (not run)") + "; in brackets the cell with the smallest margin (negative: below).", "",
+             "| method | above bicubic | above both OpenCV networks |", "|---|---|---|"]
+    for method in methods:
+        if method == "bicubic" or method in PEERS:
+            continue
+        texts = []
+        for against in (("bicubic",), peers):
+            found = margins(report["results"], method, against) if against else []
+            worst = min(found, default=None)
+            texts.append(f"{sum(gap > 0 for gap, _ in found)} of {len(found)} ({worst[0]:+.2f}, {worst[1]})" if worst else "-")
+        lines.append(f"| {method} | " + " | ".join(texts) + " |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     """The readable tables: one per set and scale, a row per degradation, a column per method."""
     settings, methods = report["settings"], report["settings"]["methods"]
@@ -184,7 +216,7 @@ def markdown(report: dict) -> str:
                       "| degradation | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
             for how, cell in rows.items():
                 lines.append(f"| {how} | " + " | ".join(cell_text(cell.get(m), cell.get("bicubic"), m) for m in methods) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + summary(report))
 
 
 def opencv_version() -> str | None:

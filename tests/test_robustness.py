@@ -166,6 +166,23 @@ def test_script_end_to_end_on_a_tiny_folder(tmp_path):
                            f"{cell['srcnn']['psnr']:.2f} / {cell['srcnn']['ssim']:.4f}{star}", "- |"]
 
 
+def test_cell_counts_read_the_acceptance_off_the_table():
+    """Per network: cells above bicubic and above the better OpenCV network, each with its smallest margin;
+    a cell where a compared method was not run is left out of that count, not counted as a win."""
+    from benchmarks.robustness import markdown
+
+    def cell(**psnrs):
+        return {method.replace("_", "-"): {"psnr": value, "ssim": 0.5} for method, value in psnrs.items()}
+    results = {"A": {"x2": {"matlab": cell(bicubic=30.0, opencv_fsrcnn=31.0, opencv_espcn=31.5, srcnn_real=32.0),
+                            "cv2-cubic": cell(bicubic=30.0, opencv_fsrcnn=31.0, opencv_espcn=30.5, srcnn_real=30.25)}},
+               "B": {"x3": {"matlab": cell(bicubic=28.0, srcnn_real=27.9)}}}
+    report = {"command": "python -m benchmarks.robustness", "images": {"A": {"x2": 1}, "B": {"x3": 1}}, "results": results,
+              "settings": {"methods": ["bicubic", "opencv-fsrcnn", "opencv-espcn", "srcnn-real"], "inference_path": "eager"}}
+    rows = markdown(report).split("## Cell counts")[1].splitlines()
+    assert "| srcnn-real | 2 of 3 (-0.10, B x3 matlab) | 1 of 2 (-0.75, A x2 cv2-cubic) |" in rows
+    assert not any(line.startswith(("| bicubic", "| opencv")) for line in rows)
+
+
 def test_script_errors_are_one_line(tmp_path):
     bad = run_module("benchmarks.robustness", "--degradations", "matlab+blurry", "--output-dir", tmp_path)
     assert bad.returncode == 2 and "not a degradation" in bad.stderr
