@@ -231,7 +231,7 @@ def settings(args: argparse.Namespace) -> dict:
     """What the numbers depend on, kept beside them in the JSON."""
     return {"data": str(args.data), "sets": args.sets, "scales": args.scale, "degradations": list(map(str, args.degradations)),
             "methods": args.methods, "peers": str(args.peers), "weights_dir": str(args.weights_dir),
-            "inference_path": args.inference_path, "device": args.device, "opencv": opencv_version()}
+            "inference_path": args.inference_path, "device": str(choose_device(args.device)), "opencv": opencv_version()}
 
 
 def write_report(output_dir: Path, report: dict) -> str:

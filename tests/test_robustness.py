@@ -151,6 +151,7 @@ def test_script_end_to_end_on_a_tiny_folder(tmp_path):
     assert len(warnings) == 2 and "srcnn_real_x3.pth" in warnings[1] and "ESPCN_x3.pb" in warnings[0]
     report = json.loads((tmp_path / "results" / "robustness.json").read_text())
     cells = report["results"]["set"]["x3"]
+    assert report["settings"]["device"] in ("cpu", "cuda")  # what --device auto resolved to, not "auto"
     assert list(cells) == ["matlab", "cv2-cubic+jpeg75"] and list(cells["matlab"]) == ["bicubic", "srcnn"]
     upscaler = Upscaler(load_model(REPO / "weights" / "srcnn_x3.pth")[0], "eager")
     for how in ("matlab", "cv2-cubic+jpeg75"):
