@@ -37,6 +37,7 @@ SETS = ("Set5", "Set14", "SunHays80/val")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path("results")  # the repo's table, which --output-dir's default writes
 PEERS = {"opencv-fsrcnn": "fsrcnn", "opencv-espcn": "espcn", "opencv-fsrcnn-small": "fsrcnn-small"}
+ISSUE_PEERS = ("opencv-fsrcnn", "opencv-espcn")  # issue #23's bar; FSRCNN-small is a weaker FSRCNN, not a bar of its own
 NETWORKS = {"srcnn": "srcnn_x{}.pth", "fsrcnn": "fsrcnn_x{}.pth", "srcnn-real": "srcnn_real_x{}.pth",
             "fsrcnn-real": "fsrcnn_real_x{}.pth"}  # method -> its weights file in --weights-dir, by scale
 METHODS = ("bicubic", "opencv-fsrcnn", "opencv-espcn", "srcnn", "fsrcnn", "srcnn-real", "fsrcnn-real")
@@ -171,31 +172,33 @@ def cell_text(scores: dict | None, bicubic: dict | None, method: str) -> str:
 
 
 def margins(results: dict, method: str, against: tuple[str, ...]) -> list[tuple[float, str]]:
-    """(method's PSNR minus the best of `against`, "set xS degradation") for every cell where all were run."""
+    """(method's PSNR minus the best of `against`, "set xS degradation") for every cell where all were run;
+    none when there is nothing to compare against."""
     found = []
     for name, by_scale in results.items():
         for scale, rows in by_scale.items():
             for how, cell in rows.items():
-                if method in cell and all(other in cell for other in against):
+                if against and method in cell and all(other in cell for other in against):
                     best = max(cell[other]["psnr"] for other in against)
                     found.append((cell[method]["psnr"] - best, f"{name} {scale} {how}"))
     return found
 
 
 def summary(report: dict) -> list[str]:
-    """Per network, how many cells it is above bicubic and above both OpenCV networks, and its closest or
-    worst cell for each: issue #23's acceptance read off the table, not counted by hand."""
+    """Per network, how many cells it is above bicubic and above the better of OpenCV's FSRCNN and ESPCN, with
+    its closest or worst cell for each: issue #23's acceptance read off the table, not counted by hand."""
     methods = report["settings"]["methods"]
-    peers = tuple(m for m in methods if m in ("opencv-fsrcnn", "opencv-espcn"))
-    lines = ["", "## Cell counts", "", "PSNR above bicubic, and above the better of " + (" and ".join(peers) or
-             "OpenCV's networks (not run)") + "; in brackets the cell with the smallest margin (negative: below).", "",
-             "| method | above bicubic | above both OpenCV networks |", "|---|---|---|"]
+    peers = tuple(m for m in ISSUE_PEERS if m in methods)
+    bar = " and ".join(peers) or "no OpenCV network (none run)"
+    lines = ["", "## Cell counts", "", f"PSNR above bicubic, and above the better of {bar}; in brackets the cell with "
+             "the smallest margin (negative: below).", "",
+             "| method | above bicubic | above the better OpenCV network |", "|---|---|---|"]
     for method in methods:
         if method == "bicubic" or method in PEERS:
             continue
         texts = []
         for against in (("bicubic",), peers):
-            found = margins(report["results"], method, against) if against else []
+            found = margins(report["results"], method, against)
             worst = min(found, default=None)
             texts.append(f"{sum(gap > 0 for gap, _ in found)} of {len(found)} ({worst[0]:+.2f}, {worst[1]})" if worst else "-")
         lines.append(f"| {method} | " + " | ".join(texts) + " |")
@@ -231,7 +234,7 @@ def settings(args: argparse.Namespace) -> dict:
     """What the numbers depend on, kept beside them in the JSON."""
     return {"data": str(args.data), "sets": args.sets, "scales": args.scale, "degradations": list(map(str, args.degradations)),
             "methods": args.methods, "peers": str(args.peers), "weights_dir": str(args.weights_dir),
-            "inference_path": args.inference_path, "device": str(choose_device(args.device)), "opencv": opencv_version()}
+            "inference_path": args.inference_path, "device": args.device, "opencv": opencv_version()}
 
 
 def write_report(output_dir: Path, report: dict) -> str:
@@ -245,6 +248,7 @@ def write_report(output_dir: Path, report: dict) -> str:
 def main() -> None:
     args = build_parser().parse_args()
     command = shlex.join(["python", "-m", "benchmarks.robustness", *sys.argv[1:]])
+    args.device = str(choose_device(args.device))  # recorded as what it resolved to; no CUDA fails here, not after scoring
 
     check_writable(make_folder(args.output_dir))  # before the work, not after it
     methods, missing = build_methods(args)

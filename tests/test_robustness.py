@@ -182,6 +182,10 @@ def test_cell_counts_read_the_acceptance_off_the_table():
     rows = markdown(report).split("## Cell counts")[1].splitlines()
     assert "| srcnn-real | 2 of 3 (-0.10, B x3 matlab) | 1 of 2 (-0.75, A x2 cv2-cubic) |" in rows
     assert not any(line.startswith(("| bicubic", "| opencv")) for line in rows)
+    report["settings"]["methods"] = ["bicubic", "opencv-espcn", "srcnn-real"]  # one peer: the bar is that one
+    assert "| srcnn-real | 2 of 3 (-0.10, B x3 matlab) | 1 of 2 (-0.25, A x2 cv2-cubic) |" in markdown(report).splitlines()
+    report["settings"]["methods"] = ["bicubic", "srcnn-real"]  # no peer run: nothing to count against
+    assert "| srcnn-real | 2 of 3 (-0.10, B x3 matlab) | - |" in markdown(report).splitlines()
 
 
 def test_script_errors_are_one_line(tmp_path):
