@@ -26,7 +26,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         no_value = default is None or default is False or default is argparse.SUPPRESS or default == []
         if "default" in text or no_value or not action.option_strings:  # a help text may state its own default
             return text
-        return f"{text} (default: %(default)s)"
+        return f"{text} (default: {shown(default).replace('%', '%%')})"  # argparse %-formats help texts
+
+
+def shown(default: object) -> str:
+    """A default as one would type it: a list's items apart by spaces (--scale 2 3 4), not its repr."""
+    return " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -63,7 +68,7 @@ def add_output_dir(parser: argparse.ArgumentParser, default: Path | None, what: 
 
 
 def add_data(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=DATA, help="folder holding T91/, Set5/ and Set14/")
+    parser.add_argument("--data", type=Path, default=DATA, help="the data folder: T91/, Set5/, Set14/, SunHays80/, as the README's Data section lays out")
 
 
 def add_peers(parser: argparse.ArgumentParser) -> None:

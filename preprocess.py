@@ -367,11 +367,22 @@ def set_name(folder: Path, scale: int) -> str:
     return f"{folder.parent.name}_{folder.name}" if folder.name in ("train", "val", "test") else folder.name
 
 
+def patch_tag(args: argparse.Namespace) -> str:
+    """_p<size>, _s<stride>, _blur<sigma> for each that is not the paper's (33x33 every 14 pixels, no blur),
+    so that --preset holopix and --preset paper of one folder do not share a file name (an eval file: blur only)."""
+    size, stride, blur_sigma = PRESETS["paper"]
+    chosen = {"blur": (args.blur_sigma, blur_sigma)}
+    if not args.eval:
+        chosen = {"p": (args.patch_size, size), "s": (args.stride, stride), **chosen}
+    return "".join(f"_{key}{value:g}" for key, (value, paper) in chosen.items() if value != paper)
+
+
 def default_output(args: argparse.Namespace) -> Path:
-    """output/<source>[+<source>...]_x<scale>[_lr][_<colour>][_downscaled][_mix[-<counts>][-blur<P>][-jpeg<P>]][_eval].h5;
-    <counts>: how often --mix-kernels names each kernel, in degradations.KERNELS order, where that is not
-    once each (the default); -blur<P>, -jpeg<P>: a probability that is not the default; <source>: set_name() of
-    each --images folder, or holopix50k_<split>."""
+    """output/<source>[+<source>...]_x<scale>[_p<size>][_s<stride>][_blur<sigma>][_lr][_<colour>][_downscaled]
+    [_mix[-<counts>][-blur<P>][-jpeg<P>]][_eval].h5; the patch settings as patch_tag() names them; <counts>: how
+    often --mix-kernels names each kernel, in degradations.KERNELS order, where that is not once each (the
+    default); -blur<P>, -jpeg<P>: a probability that is not the default; <source>: set_name() of each --images
+    folder, or holopix50k_<split>."""
     name = "+".join(set_name(root, args.scale) for root in args.images) if args.images else f"holopix50k_{args.split}"
     mix = ""
     if args.degradation == "mix":
@@ -382,7 +393,7 @@ def default_output(args: argparse.Namespace) -> Path:
             (f"-jpeg{args.mix_jpeg_probability:g}" if args.mix_jpeg_probability != jpeg else "")
     suffix = mix + "_eval" if args.eval else ("_lr" if args.lr_size else "") + (
         "" if args.color == "y" else f"_{args.color}") + ("_downscaled" if args.downscale else "") + mix
-    return Path("output") / f"{name}_x{args.scale}{suffix}.h5"
+    return Path("output") / f"{name}_x{args.scale}{patch_tag(args)}{suffix}.h5"
 
 
 def file_settings(args: argparse.Namespace) -> dict:

@@ -1,7 +1,7 @@
 """Plot validation PSNR against epoch from train.py's TensorBoard logs, one panel per model, as a PNG.
 
     python -m benchmarks.plot_curves runs/srcnn_x2 runs/srcnn_x3 runs/srcnn_x4   # -> results/curves_val_psnr.png
-    python -m benchmarks.plot_curves runs/recipes/srcnn_x3 --clock --output results/srcnn_x3_recipe.png
+    python -m benchmarks.plot_curves runs/recipes/srcnn_x3 --clock --output runs/recipes/srcnn_x3/curve.png
 
 A folder is one train.py run, or a model trained in stages: then its subfolders are the runs, in the
 order they ran (weights/training/srcnn_x3/{cpu,gpu1,gpu2,gpu3}), drawn end to end with dotted lines

@@ -8,6 +8,7 @@ from pathlib import Path
 from conftest import REPO
 from test_readme import load_script
 
+import cli
 import hub
 
 SCRIPTS = ["preprocess.py", "train.py", "test.py", "visualize_filters.py",
@@ -48,7 +49,8 @@ def test_every_flag_has_help_and_shows_its_default():
         for flag, action in options(script).items():
             assert action.help, (script, flag)
             if not (action.default is None or action.default is False or action.default == []):
-                assert "(default: " in action.help or f"(default: {action.default})" in text, (script, flag)
+                assert "(default: " in action.help or f"(default: {cli.shown(action.default)})" in text, (script, flag)
+                assert "PosixPath" not in text and "(default: [" not in text, script  # shown as typed
             assert not re.search(r"\d(\.\d+)?x faster|MB\b|GB\b", action.help), (script, flag)  # no measurements
 
 

@@ -257,7 +257,7 @@ def test_memory_stays_flat_as_the_image_count_grows(tmp_path):
     assert abs(peaks[200] - peaks[20]) < 50, peaks
 
 
-def test_default_output_names_the_set_of_a_scale_or_split_folder(tmp_path, monkeypatch):
+def test_default_output_names_the_set_and_the_patch_settings(tmp_path, monkeypatch):
     import preprocess
     for folder in ("T91", "Set5/x3", "SunHays80/train", "SunHays80/val"):
         (tmp_path / folder).mkdir(parents=True)
@@ -269,6 +269,12 @@ def test_default_output_names_the_set_of_a_scale_or_split_folder(tmp_path, monke
         "T91+SunHays80_train_x3_lr.h5"
     assert default_name("--images", tmp_path / "SunHays80/val", "--eval") == "SunHays80_val_x3_eval.h5"
     assert default_name("--images", tmp_path / "Set5/x3", "--eval") == "Set5_x3_eval.h5"
+    # the two presets of one folder, and a blurred validation file, each get a name of their own
+    assert default_name("--images", tmp_path / "T91", "--preset", "paper") == "T91_x3.h5"
+    assert default_name("--images", tmp_path / "T91", "--preset", "holopix") == "T91_x3_p120_s78_blur0.73.h5"
+    assert default_name("--images", tmp_path / "T91", "--stride", "20") == "T91_x3_s20.h5"
+    assert default_name("--images", tmp_path / "SunHays80/val", "--eval", "--preset", "holopix") == \
+        "SunHays80_val_x3_blur0.73_eval.h5"
 
 
 def test_a_full_disk_is_a_clear_error_and_keeps_the_partial_file_for_resume(tmp_path, monkeypatch):
