@@ -16,6 +16,8 @@ weights the kernels, --mix-blur-probability and --mix-jpeg-probability how often
     python preprocess.py --images data/T91 data/SunHays80/train --scale 3 --degradation mix  # the robust weights'
     python preprocess.py --images data/Set5/x3 --scale 3 --eval
     python preprocess.py --holopix50k /data/Holopix50k --split train --preset holopix --max-images 5000
+
+Without --output the file is output/<set>_x<scale>[...].h5, named by default_output().
 """
 from __future__ import annotations
 
