@@ -373,10 +373,10 @@ def patch_tag(args: argparse.Namespace) -> str:
     """_p<size>, _s<stride>, _blur<sigma> for each that is not the paper's (33x33 every 14 pixels, no blur),
     so that --preset holopix and --preset paper of one folder do not share a file name (an eval file: blur only)."""
     size, stride, blur_sigma = PRESETS["paper"]
-    chosen = {"blur": (args.blur_sigma, blur_sigma)}
+    chosen = {"blur": (f"{args.blur_sigma:g}", f"{blur_sigma:g}")}
     if not args.eval:
-        chosen = {"p": (args.patch_size, size), "s": (args.stride, stride), **chosen}
-    return "".join(f"_{key}{value:g}" for key, (value, paper) in chosen.items() if value != paper)
+        chosen = {"p": (str(args.patch_size), str(size)), "s": (str(args.stride), str(stride)), **chosen}
+    return "".join(f"_{key}{value}" for key, (value, paper) in chosen.items() if value != paper)
 
 
 def default_output(args: argparse.Namespace) -> Path:
